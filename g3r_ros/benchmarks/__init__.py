@@ -1,0 +1,1 @@
+"""Benchmarks behind ``g3r bench`` (each prints one JSON object)."""

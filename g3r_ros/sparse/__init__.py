@@ -1,0 +1,1 @@
+"""Pure-PyTorch sparse 3D convolution (CPU and CUDA)."""
