@@ -56,3 +56,9 @@ class RenderOutput:
     rgb: torch.Tensor
     alpha: torch.Tensor
     depth: torch.Tensor | None
+    # Projected centres (C,N,2) pixels. When the inputs require grad, this tensor has
+    # ``retain_grad()`` called, so after ``backward()`` its ``.grad`` holds the view-space
+    # positional gradient that 3DGS densification thresholds.
+    means2d: torch.Tensor | None = None
+    # (C,N) int: screen-space radius in pixels (max of the box half-extents), 0 = culled.
+    radii: torch.Tensor | None = None
