@@ -1,0 +1,30 @@
+"""``g3r train --config config/train_<name>.yaml --out RUN_DIR [--resume]``."""
+
+from __future__ import annotations
+
+NAME = "train"
+HELP = "train G3R-Net across scenes (single process, or under torchrun with DDP)"
+
+
+def add_arguments(p):
+    p.add_argument("--config", required=True, help="training config YAML (e.g. config/train_cpu_small.yaml)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, curves, g3r_net.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--iterations", type=int, default=None, help="override the number of scene iterations")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from ..train import Trainer, load_train_config
+
+    cfg = load_train_config(args.config)
+    if args.iterations is not None:
+        cfg.iterations = args.iterations
+    if args.device is not None:
+        cfg.device = args.device
+    trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    path = trainer.fit()
+    if trainer.rank == 0:
+        print(f"model written to {path}")
+    return 0

@@ -1,0 +1,137 @@
+"""Pictures and files a person looks at: view triplets, contact sheets, PSNR-vs-time plots.
+
+All writers are atomic (temp file + rename), so an interrupted run never leaves a
+half-written PNG or JSON behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def write_png(path, image: np.ndarray) -> Path:
+    """Write (H,W,3) uint8 (or float in [0,1]) atomically."""
+    path = Path(path)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    tmp = _atomic_target(path)
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path, data) -> Path:
+    """Write JSON atomically (NaN/inf written as null)."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return clean(x.item())
+        return x
+
+    try:
+        with open(tmp, "w") as f:
+            json.dump(clean(data), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_figure(fig, path) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def contact_sheet(rows: list[list[np.ndarray]], row_labels: list[str], col_labels: list[str], path,
+                  title: str | None = None) -> Path:
+    """A grid of uint8 images with labels (rows × columns) saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    h, w = rows[0][0].shape[:2]
+    scale = 3.2 / max(w / h, 1e-3)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, scale * n_rows / 1.0 + 0.4), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j])
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=9)
+            if j == 0 and i < len(row_labels):
+                ax.text(-0.02, 0.5, row_labels[i], transform=ax.transAxes, ha="right", va="center", fontsize=8,
+                        rotation=90)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def psnr_vs_time_plot(curves: dict[str, tuple[list[float], list[float]]], path, *, title: str,
+                      markers: dict[str, tuple[float, float]] | None = None, log_x: bool = True) -> Path:
+    """Plot PSNR against wall time for several methods.
+
+    curves: label → (times_s, psnr_db). markers: label → (time_s, psnr_db) single points.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, (ts, ps) in curves.items():
+        if len(ts):
+            ax.plot(ts, ps, marker="." if len(ts) < 60 else None, label=label)
+    for label, (t, p) in (markers or {}).items():
+        ax.plot([t], [p], marker="*", markersize=12, linestyle="none", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("wall time [s]")
+    ax.set_ylabel("held-out PSNR [dB]")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,387 @@
+"""Training G3R-Net across scenes, with novel-view supervision (DESIGN.md §1 "Training").
+
+One scene iteration:
+1. draw a window from the pool and initialize its Gaussians (cached per window);
+2. for t in 0..T-1: lift source-view gradients of the current state (no graph), apply the
+   network update h' = h + γ(t)·G_θ(h, ∇h, t), render h' into source AND held-out target
+   views, loss = MSE + λ_ssim·(1 − SSIM) + w_flat·flatness, backpropagate into θ and take an
+   Adam step (the network is updated at every step);
+3. h ← h' detached.
+
+Backpropagation is truncated to one step: gradients do not flow from step t+1's loss into
+the network's output at step t. Full backprop through 24 steps would multiply activation
+memory by T, and each step's loss already supervises its own update; the state entering a
+step is a constant for that step's loss (as the gradient inputs are in the paper).
+
+LPIPS is not available here (its pretrained weights cannot be fetched), so its 0.01·LPIPS
+term is replaced by λ_ssim·(1 − SSIM); recorded in the model card.
+
+Runs on one process, or under ``torchrun`` with DistributedDataParallel (NCCL on GPUs,
+gloo on CPU); each rank draws its own windows and gradients are averaged by DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import from_dict, load_yaml
+from .evaluate import evaluate_keyframes, mean_psnr
+from .gaussians import LOG_SCALE
+from .metrics import psnr_from_mse, ssim
+from .model import (MODEL_FORMAT, MODEL_VERSION, G3RModel, ModelFileError, atomic_torch_save, model_from_blob,
+                    safe_torch_load, save_model)
+from .net import NetConfig
+from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
+from .scene import InitConfig, NeuralScene, init_scene
+from .views import make_chunks, render_chunk
+from .window import SceneWindow
+from .window_builder import WindowConfig, window_from_bag
+
+LOG = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "g3r_ros.checkpoint"
+
+
+@dataclass
+class DataConfig:
+    """Where training windows come from."""
+
+    synth_train_seeds: tuple = (1000, 1016)   # [start, stop): generator seeds used for training
+    synth_val_seeds: tuple = (2000, 2002)     # [start, stop): validation (never trained on)
+    synth: dict = field(default_factory=dict)  # SynthConfig overrides (size, frames, cameras, actors)
+    window: dict = field(default_factory=dict)  # WindowConfig for synthetic bags
+    real_bags: list = field(default_factory=list)  # converted real drives (rosbag2 paths)
+    real_window: dict = field(default_factory=dict)  # WindowConfig for real bags
+    cache_dir: str = "runs/cache"              # generated bags are cached here
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    init: dict = field(default_factory=dict)   # InitConfig
+    net: dict = field(default_factory=dict)    # NetConfig
+    steps: int = 24                 # T at the end of the warm-up
+    steps_start: int = 4            # T at iteration 0 (warm-up of the step count)
+    warmup_iters: int = 200         # iterations over which T grows linearly to `steps`
+    gamma_max: float = 1.0
+    gamma_min: float = 0.1
+    lr: float = 1e-4
+    grad_clip: float = 1.0
+    lambda_ssim: float = 0.2        # substitute for the paper's 0.01·LPIPS
+    flatness_weight: float = 0.01
+    flatness_eps: float = 0.02      # metres: the smallest scale is pushed below this
+    iterations: int = 1000
+    checkpoint_every: int = 10
+    val_every: int = 50
+    view_chunk: int = 4
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self):
+        if self.iterations < 1 or self.steps < 1 or self.steps_start < 1:
+            raise ValueError("iterations, steps and steps_start must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+def load_train_config(path) -> TrainConfig:
+    return from_dict(TrainConfig, load_yaml(path), where=str(path))
+
+
+def steps_at(cfg: TrainConfig, iteration: int) -> int:
+    """Warm-up of the number of steps: steps_start → steps over warmup_iters."""
+    if cfg.warmup_iters <= 0 or iteration >= cfg.warmup_iters:
+        return cfg.steps
+    u = iteration / cfg.warmup_iters
+    return int(round(cfg.steps_start + u * (cfg.steps - cfg.steps_start)))
+
+
+def flatness_loss(log_scales: torch.Tensor, eps: float) -> torch.Tensor:
+    """Mean over Gaussians of relu(smallest scale − eps): log_scales (N,3)."""
+    if log_scales.numel() == 0:
+        return log_scales.sum()
+    return torch.relu(log_scales.exp().amin(dim=1) - eps).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# Data pool
+# ---------------------------------------------------------------------------------------
+def synth_bag(seed: int, data: DataConfig) -> Path:
+    """Generate (once) and return the cached synthetic bag for ``seed``."""
+    from .synthetic import SynthConfig, generate_drive
+
+    cfg = from_dict(SynthConfig, data.synth, where="data.synth")
+    tag = f"synth_{seed}_" + "_".join(f"{k}{v}" for k, v in sorted(data.synth.items()))
+    path = Path(data.cache_dir) / tag.replace("/", "-").replace(" ", "")
+    if not (path / "metadata.yaml").exists():
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_drive(path, seed, cfg)
+    return path
+
+
+def load_pool(data: DataConfig, seeds: range, *, include_real: bool, progress=True) -> list[SceneWindow]:
+    """Windows for the given synthetic seeds (+ windows of real bags when asked)."""
+    wcfg = from_dict(WindowConfig, data.window, where="data.window") if data.window else None
+    windows = []
+    for seed in tqdm(seeds, desc="scenes", disable=not progress, leave=False):
+        w = window_from_bag(synth_bag(seed, data), wcfg)
+        w.name = f"synth-{seed}"
+        windows.append(w)
+    if include_real:
+        from .window_builder import windows_from_bag
+
+        rcfg = from_dict(WindowConfig, data.real_window, where="data.real_window") if data.real_window else None
+        for bag in data.real_bags:
+            for i, w in enumerate(windows_from_bag(bag, rcfg)):
+                w.name = f"{Path(bag).name}-{i}"
+                windows.append(w)
+    for w in windows:
+        w.validate()
+    return windows
+
+
+# ---------------------------------------------------------------------------------------
+# One step of training (DDP wraps this module so gradients are averaged across ranks)
+# ---------------------------------------------------------------------------------------
+class TrainStep(nn.Module):
+    """Update the states with the network, render source+target views, return the loss."""
+
+    def __init__(self, model: G3RModel, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, scene: NeuralScene, grads, step: int, total: int, gamma: float, chunks):
+        new_states = apply_update(self.model, scene, grads, step, total, gamma)
+        new_scene = scene.with_states(new_states)
+        mse_sum, ssim_sum, n_views = 0.0, 0.0, 0
+        for chunk in chunks:
+            params = new_scene.params_at(self.model.decoders, chunk.stamp)
+            out = render_chunk(params, chunk)
+            c = chunk.images.shape[0]
+            mse_sum = mse_sum + (out.rgb - chunk.images).square().mean() * c
+            ssim_sum = ssim_sum + ssim(out.rgb.clamp(0, 1), chunk.images) * c
+            n_views += c
+        flat = flatness_loss(torch.cat([s[:, LOG_SCALE] for s in new_states]), self.cfg.flatness_eps)
+        mse = mse_sum / n_views
+        loss = mse + self.cfg.lambda_ssim * (1.0 - ssim_sum / n_views) + self.cfg.flatness_weight * flat
+        return loss, new_states, mse.detach()
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------
+def save_checkpoint(path, model: G3RModel, optimizer, iteration: int, cfg: TrainConfig) -> None:
+    atomic_torch_save({
+        "format": CHECKPOINT_FORMAT, "version": MODEL_VERSION, "iteration": iteration,
+        "model": {**model.header(), "state_dict": model.state_dict()},
+        "optimizer": optimizer.state_dict(),
+        "train_config": json.dumps(dataclasses.asdict(cfg)),
+    }, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    """→ (model, optimizer_state, iteration, train_config_json). Raises ModelFileError."""
+    blob = safe_torch_load(path)
+    if blob.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: not a g3r_ros training checkpoint (format={blob.get('format')!r})")
+    model = model_from_blob(blob.get("model") or {}, where=str(path)).to(device)
+    return model, blob["optimizer"], int(blob["iteration"]), blob.get("train_config")
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_distributed(device: torch.device) -> bool:
+    """Initialize the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir, *, resume: bool = False, progress: bool = True):
+        cfg.validate()
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        from .reconstruct import resolve_device
+
+        self.device = resolve_device(cfg.device)
+        self.distributed = setup_distributed(self.device)
+        self.rank, self.world = _dist_info()
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        self.init_cfg = from_dict(InitConfig, cfg.init, where="init")
+        torch.manual_seed(cfg.seed)
+        self.start_iteration = 0
+        if resume and self.ckpt_path.exists():
+            model, opt_state, it, _ = load_checkpoint(self.ckpt_path, self.device)
+            self.model = model
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+            self.optimizer.load_state_dict(opt_state)
+            self.start_iteration = it
+            LOG.info("resumed from %s at iteration %d", self.ckpt_path, it)
+        else:
+            if resume:
+                LOG.warning("--resume: no checkpoint at %s, starting fresh", self.ckpt_path)
+            self.model = G3RModel(from_dict(NetConfig, cfg.net, where="net")).to(self.device)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.step_module = TrainStep(self.model, cfg)
+        if self.distributed:
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
+        self._scene_cache: dict[int, NeuralScene] = {}
+
+    # -- data ------------------------------------------------------------------------------
+    def load_data(self):
+        d = self.cfg.data
+        self.train_windows = load_pool(d, range(*d.synth_train_seeds), include_real=True, progress=self.progress)
+        self.val_windows = load_pool(d, range(*d.synth_val_seeds), include_real=False, progress=self.progress)
+        LOG.info("training pool: %d windows; validation: %d windows", len(self.train_windows), len(self.val_windows))
+
+    def initial_scene(self, idx: int) -> NeuralScene:
+        """Deterministic per window (seeded by its index), cached on CPU."""
+        if idx not in self._scene_cache:
+            torch.manual_seed(self.cfg.seed * 100003 + idx)
+            self._scene_cache[idx] = init_scene(self.train_windows[idx], self.init_cfg, device="cpu")
+        return self._scene_cache[idx].to(self.device)
+
+    # -- one scene iteration ----------------------------------------------------------------
+    def train_iteration(self, iteration: int) -> dict:
+        rng = np.random.default_rng([self.cfg.seed, iteration, self.rank])
+        idx = int(rng.integers(len(self.train_windows)))
+        window = self.train_windows[idx]
+        scene = self.initial_scene(idx)
+        total = steps_at(self.cfg, iteration)
+        src = make_chunks(window.source_keyframes, chunk_size=self.cfg.view_chunk, per_stamp=scene.has_actors,
+                          device=self.device)
+        all_views = make_chunks(window.keyframes, chunk_size=self.cfg.view_chunk, per_stamp=scene.has_actors,
+                                device=self.device)
+        self.model.train()
+        losses, mses = [], []
+        t0 = time.perf_counter()
+        for t in range(total):
+            lifted = lift_gradients(self.model, scene, src)
+            gamma = step_size(t, total, self.cfg.gamma_max, self.cfg.gamma_min)
+            loss, new_states, mse = self.step_module(scene, lifted.grads, t, total, gamma, all_views)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            scene = scene.with_states([s.detach() for s in new_states])
+            losses.append(float(loss.detach()))
+            mses.append(float(mse))
+        return {"iteration": iteration, "window": window.name, "steps": total, "loss_first": losses[0],
+                "loss_last": losses[-1], "psnr_first": psnr_from_mse(mses[0]), "psnr_last": psnr_from_mse(mses[-1]),
+                "time_s": time.perf_counter() - t0}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Held-out PSNR after T steps vs the init alone, on the validation seeds."""
+        self.model.eval()
+        rcfg = ReconstructConfig(steps=self.cfg.steps, device=str(self.device.type), view_chunk=self.cfg.view_chunk,
+                                 gamma_max=self.cfg.gamma_max, gamma_min=self.cfg.gamma_min)
+        init_p, final_p = [], []
+        for i, w in enumerate(self.val_windows):
+            torch.manual_seed(10_000 + i)
+            scene = init_scene(w, self.init_cfg, device=self.device)
+            from .offline import identity_decoders
+
+            ident = identity_decoders(self.device)
+            init_p.append(mean_psnr(evaluate_keyframes(lambda s: scene.params_at(ident, s), w.target_keyframes,
+                                                       keep_renders=False)))
+            with torch.enable_grad():
+                res = reconstruct(w, self.model, rcfg, scene=scene, progress=False)
+            final_p.append(mean_psnr(evaluate_keyframes(res.params_at, w.target_keyframes, keep_renders=False)))
+        self.model.train()
+        return {"val_init_psnr": float(np.mean(init_p)), "val_g3r_psnr": float(np.mean(final_p))}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> Path:
+        self.load_data()
+        log_path = self.run_dir / "train_log.jsonl"
+        if self.start_iteration == 0 and self.rank == 0 and log_path.exists():
+            log_path.unlink()
+        bar = tqdm(range(self.start_iteration, self.cfg.iterations), desc="train", unit="scene",
+                   disable=not self.progress or self.rank != 0, initial=self.start_iteration,
+                   total=self.cfg.iterations)
+        for it in bar:
+            entry = self.train_iteration(it)
+            done = it + 1
+            if self.rank == 0:
+                if self.cfg.val_every > 0 and (done % self.cfg.val_every == 0 or done == self.cfg.iterations):
+                    entry.update(self.validate())
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                bar.set_postfix(steps=entry["steps"], psnr=f"{entry['psnr_last']:.2f}")
+                if done % self.cfg.checkpoint_every == 0 or done == self.cfg.iterations:
+                    save_checkpoint(self.ckpt_path, self.model, self.optimizer, done, self.cfg)
+                    save_model(self.model, self.run_dir / "g3r_net.pt",
+                               extra={"iterations": done, "train_config": json.dumps(dataclasses.asdict(self.cfg))})
+                    plot_training_curves(log_path, self.run_dir / "training_curves.png")
+        if self.distributed:
+            dist.barrier()
+        return self.run_dir / "g3r_net.pt"
+
+
+def plot_training_curves(log_path, out_png) -> None:
+    """training_curves.png: per-iteration source PSNR before/after the T steps, and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import save_figure
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    it = [r["iteration"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].plot(it, [r["psnr_first"] for r in rows], ".", alpha=0.4, label="after step 1")
+    axes[0].plot(it, [r["psnr_last"] for r in rows], ".", alpha=0.6, label="after last step")
+    axes[0].set_xlabel("scene iteration")
+    axes[0].set_ylabel("train-view PSNR [dB]")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    val = [r for r in rows if "val_g3r_psnr" in r]
+    if val:
+        axes[1].plot([r["iteration"] for r in val], [r["val_g3r_psnr"] for r in val], "o-", label="G3R (T steps)")
+        axes[1].plot([r["iteration"] for r in val], [r["val_init_psnr"] for r in val], "s--", label="init only")
+        axes[1].legend(fontsize=8)
+    axes[1].set_xlabel("scene iteration")
+    axes[1].set_ylabel("validation held-out PSNR [dB]")
+    axes[1].grid(alpha=0.3)
+    save_figure(fig, out_png)
+
+
+__all__ = ["TrainConfig", "DataConfig", "Trainer", "load_train_config", "steps_at", "flatness_loss",
+           "save_checkpoint", "load_checkpoint", "MODEL_FORMAT"]
