@@ -1,0 +1,64 @@
+"""``g3r play BAG``: publish a rosbag2 over ROS 2 with rclpy (no ``ros2 bag`` needed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+NAME = "play"
+HELP = "play a rosbag2 (mcap/sqlite3) over ROS 2: recorded CDR bytes, recorded QoS and timing, optional /clock"
+
+LOG = logging.getLogger("g3r.play")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("bag", help="rosbag2 directory (with metadata.yaml)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--clock", action="store_true", help="publish /clock with the bag time")
+    parser.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages (default 40)")
+    parser.add_argument("--loop", action="store_true", help="replay until interrupted")
+    parser.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="play only these topics")
+    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                        help="wait up to S seconds until every topic has a subscriber")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="S", help="sleep S seconds before playing")
+
+
+def run(args) -> int:
+    from ..ros.player import PlayConfig
+
+    config = PlayConfig(rate=args.rate, clock=args.clock, clock_hz=args.clock_hz, loop=args.loop,
+                        topics=args.topics, wait_for_subscribers=args.wait_for_subscribers, start_delay=args.delay)
+    config.validate()
+    if not os.path.exists(args.bag):
+        raise FileNotFoundError(f"bag not found: {args.bag}")
+    stats = play(args.bag, config)
+    print(json.dumps(stats.as_dict()))
+    return 0
+
+
+def play(bag, config):
+    """Init rclpy, play ``bag`` until done or Ctrl-C, shut down; returns ``PlayStats``."""
+    import threading
+
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from ..ros.player import BagPlayer
+
+    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
+        LOG.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range (SUBNET)")
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C → KeyboardInterrupt, handled below
+    node = rclpy.create_node("g3r_player")
+    stop = threading.Event()
+    try:
+        player = BagPlayer(node, bag, config)
+        try:
+            return player.play(stop)
+        except KeyboardInterrupt:
+            stop.set()
+            LOG.info("interrupted")
+            return player.stats
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

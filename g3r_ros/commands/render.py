@@ -1,0 +1,119 @@
+"""``g3r render MAP.ply``: render any graphdeco-layout 3DGS PLY from one camera to a PNG.
+
+The camera pose is that of the *optical* frame (x right, y down, z forward) in the PLY's
+world frame: ``--pose x,y,z,qw,qx,qy,qz`` (``T_world_cam``), or ``--look-at`` an eye and a
+target with ``--up`` (default +z). Prints one JSON object describing the render.
+"""
+
+from __future__ import annotations
+
+NAME = "render"
+HELP = "render a 3DGS PLY (graphdeco layout, from any tool) to a PNG"
+
+
+def _floats(n: int, what: str):
+    def parse(text: str) -> list[float]:
+        try:
+            vals = [float(v) for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) != n:
+            import argparse
+
+            raise argparse.ArgumentTypeError(f"{what}: expected {n} comma-separated numbers, got {text!r}")
+        return vals
+
+    return parse
+
+
+def add_arguments(parser):
+    parser.add_argument("ply", metavar="MAP.ply", help="3DGS PLY file (graphdeco layout)")
+    parser.add_argument("--intrinsics", required=True, type=_floats(4, "--intrinsics"), metavar="FX,FY,CX,CY",
+                        help="pinhole intrinsics in pixels")
+    parser.add_argument("--size", required=True, type=_floats(2, "--size"), metavar="W,H", help="image size")
+    pose = parser.add_mutually_exclusive_group(required=True)
+    pose.add_argument("--pose", type=_floats(7, "--pose"), metavar="X,Y,Z,QW,QX,QY,QZ",
+                      help="optical-frame camera pose in the world (T_world_cam)")
+    pose.add_argument("--look-at", type=_floats(6, "--look-at"), metavar="EX,EY,EZ,TX,TY,TZ",
+                      help="camera at eye E looking at target T")
+    parser.add_argument("--up", type=_floats(3, "--up"), default=[0.0, 0.0, 1.0], metavar="UX,UY,UZ",
+                        help="world up for --look-at (default 0,0,1)")
+    parser.add_argument("--out", required=True, help="output PNG")
+    parser.add_argument("--background", type=_floats(3, "--background"), default=[0.0, 0.0, 0.0],
+                        metavar="R,G,B", help="background colour in [0,1] (default black)")
+    parser.add_argument("--depth-out", default=None, help="optional 16-bit PNG of depth in millimetres")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
+
+
+def _atomic_save_png(path, array) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    import numpy as np
+    import torch
+
+    from ..export import read_ply
+    from ..geometry import CameraBatch, PinholeCamera, look_at, pose_to_transform
+    from ..metrics import to_uint8
+    from ..render import render
+
+    fx, fy, cx, cy = args.intrinsics
+    w, h = args.size
+    if w != int(w) or h != int(h) or w <= 0 or h <= 0:
+        raise ValueError(f"--size must be two positive integers, got {args.size}")
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"focal lengths must be > 0, got fx={fx}, fy={fy}")
+    if any(not 0.0 <= c <= 1.0 for c in args.background):
+        raise ValueError(f"--background must be in [0,1], got {args.background}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+
+    if args.pose is not None:
+        T_world_cam = pose_to_transform(args.pose[:3], args.pose[3:])
+    else:
+        T_world_cam = look_at(args.look_at[:3], args.look_at[3:], up=args.up)
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    cam = PinholeCamera(K, int(w), int(h), T_world_cam)
+
+    params = read_ply(args.ply, device=device)
+    # Our own files hold colours in [0,1]; other tools' DC colours may overshoot.
+    params.rgb = params.rgb.clamp(0.0, 1.0)
+    bg = torch.tensor(args.background, dtype=torch.float32, device=device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = render(params, CameraBatch.from_cameras([cam], device=device), background=bg,
+                     render_depth=args.depth_out is not None)
+    elapsed = time.perf_counter() - t0
+    _atomic_save_png(args.out, to_uint8(out.rgb[0]))
+    result = {"out": str(args.out), "gaussians": len(params), "width": int(w), "height": int(h),
+              "device": str(device), "render_s": round(elapsed, 4),
+              "coverage": round(float((out.alpha[0] > 0.5).float().mean()), 4)}
+    if args.depth_out is not None and out.depth is not None:
+        mm = (out.depth[0, ..., 0] * 1000.0).round().clamp(0, 65535).to(torch.int32).cpu().numpy()
+        mm[out.alpha[0, ..., 0].cpu().numpy() < 0.5] = 0
+        _atomic_save_png(args.depth_out, mm.astype(np.uint16))
+        result["depth_out"] = str(args.depth_out)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,94 @@
+"""Point-cloud helpers for Gaussian initialization: voxel downsampling and k-NN distances.
+
+Nearest neighbours use ``scipy.spatial.cKDTree``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+log = logging.getLogger(__name__)
+
+
+def voxel_downsample(points: np.ndarray, voxel_size: float, colors: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Average the points (and colours) that fall into each cubic voxel.
+
+    points: (N,3) any frame. voxel_size: metres (> 0). colors: optional (N,C).
+    Returns (M,3) voxel centroids (float64) and (M,C) mean colours (or None), M <= N,
+    in a deterministic order (sorted by voxel key).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N,3), got {points.shape}")
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+    if len(points) == 0:
+        return points.copy(), (None if colors is None else np.zeros((0, np.shape(colors)[1])))
+    keys = np.floor(points / voxel_size).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    m = len(counts)
+    sums = np.zeros((m, 3))
+    np.add.at(sums, inverse, points)
+    out = sums / counts[:, None]
+    out_colors = None
+    if colors is not None:
+        colors = np.asarray(colors, dtype=np.float64)
+        if len(colors) != len(points):
+            raise ValueError(f"colors ({len(colors)}) and points ({len(points)}) differ in length")
+        csum = np.zeros((m, colors.shape[1]))
+        np.add.at(csum, inverse, colors)
+        out_colors = csum / counts[:, None]
+    return out, out_colors
+
+
+def downsample_to_budget(points: np.ndarray, voxel_size: float, max_points: int,
+                         colors: np.ndarray | None = None, rng: np.random.Generator | None = None
+                         ) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Voxel-downsample at ``voxel_size``; while above ``max_points``, grow the voxel.
+
+    The voxel grows by the square root of the excess (LiDAR samples surfaces, so the count
+    falls roughly with the voxel area), at most 12 times; a last random subsample enforces
+    the budget exactly. Returns (points (M,3), colors (M,C) | None, voxel size used).
+    """
+    if max_points <= 0:
+        raise ValueError(f"max_points must be > 0, got {max_points}")
+    rng = rng or np.random.default_rng(0)
+    size = float(voxel_size)
+    pts, cols = voxel_downsample(points, size, colors)
+    for _ in range(12):
+        if len(pts) <= max_points:
+            break
+        size *= max(1.05, float(np.sqrt(len(pts) / max_points)))
+        pts, cols = voxel_downsample(points, size, colors)
+    if len(pts) > max_points:
+        keep = np.sort(rng.choice(len(pts), max_points, replace=False))
+        pts = pts[keep]
+        cols = None if cols is None else cols[keep]
+    if size != voxel_size:
+        log.info("voxel size grown from %.3g to %.3g m to fit %d points", voxel_size, size, max_points)
+    return pts, cols, size
+
+
+def knn_distance(points: np.ndarray, k: int = 3, fallback: float = 0.1) -> np.ndarray:
+    """Distance from each point to its k-th nearest *other* point.
+
+    points: (N,3). Returns (N,) float64. With fewer than k+1 points, the farthest
+    available neighbour is used; a single point gets ``fallback``. Zero distances
+    (duplicate points) are left as zero: callers clamp.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n == 0:
+        return np.zeros(0)
+    if n == 1:
+        return np.full(1, float(fallback))
+    k_eff = min(k, n - 1)
+    dist, _ = cKDTree(points).query(points, k=k_eff + 1)
+    return np.asarray(dist)[:, k_eff]

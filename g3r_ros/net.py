@@ -1,0 +1,370 @@
+"""G3R-Net: G_theta(S, grad S, t) -> Delta S, a residual sparse U-Net over voxelized Gaussians.
+
+Per point the input is ``[state', normalized grad]`` (2 x 46 channels), where ``state'`` is
+the state with its position channels replaced by the point's offset inside its voxel (in
+voxel units), so that the network is translation invariant and well scaled at any world
+offset. Points are mean-pooled into voxels (plus a log point-count channel), run through
+:class:`~g3r_ros.sparse.SparseResUNet` with a sinusoidal step embedding added at the
+bottleneck, gathered back to the points, concatenated with a per-point MLP of the input
+(so points sharing a voxel get different updates), and mapped by a small head to
+``output_scale * tanh(.)``. The last layer starts near zero: an untrained network leaves
+the state nearly unchanged. See docs/NETWORK.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import config_path, from_dict, load_config, to_dict
+from .sparse import SparseResUNet, SparseTensor, local_offsets, voxel_mean, voxel_to_points, voxelize
+
+log = logging.getLogger(__name__)
+
+STATE_CHANNELS = 46
+COMPONENTS = ("background", "actor", "distant")
+# Metres per voxel when a component's config leaves voxel_size unset (see docs/NETWORK.md).
+DEFAULT_VOXEL_SIZE = {"background": 0.4, "actor": 0.15, "distant": 20.0}
+CHECKPOINT_FORMAT = "g3r_ros.netset"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class NetConfig:
+    """Architecture of one G3R-Net.
+
+    voxel_size: metres per level-1 voxel; None takes the component default
+    (:data:`DEFAULT_VOXEL_SIZE`). channels: U-Net widths per level (len L+1: L stride-2
+    levels). blocks: residual blocks per level. position_channels: [start, stop) of the
+    state's position channels, replaced in the network input by the voxel-local offset of
+    ``points_xyz`` (None: use the state as is). count_channel: append log(1 + points per
+    voxel) to the pooled features. time_embed_dim: sinusoidal step embedding width
+    (multiple of 4). point_channels: width of the per-point skip MLP. head_channels:
+    hidden width of the per-point head. output_scale: initial per-channel scale after tanh;
+    learned when learn_output_scale. head_init_std: std of the last layer's initial weights.
+    """
+
+    voxel_size: float | None = None
+    channels: tuple[int, ...] = (32, 64, 96)
+    blocks: int = 1
+    kernel_size: int = 3
+    state_channels: int = STATE_CHANNELS
+    position_channels: tuple[int, int] | None = (0, 3)
+    count_channel: bool = True
+    time_embed_dim: int = 64
+    point_channels: int = 32
+    head_channels: int = 64
+    output_scale: float = 1.0
+    learn_output_scale: bool = True
+    head_init_std: float = 1e-3
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.position_channels is not None:
+            self.position_channels = tuple(int(c) for c in self.position_channels)
+
+    def validate(self) -> None:
+        if self.voxel_size is not None and not (0 < float(self.voxel_size) < float("inf")):
+            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels must be positive ints, got {self.channels}")
+        if self.blocks < 1:
+            raise ValueError(f"blocks must be >= 1, got {self.blocks}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.state_channels < 1:
+            raise ValueError(f"state_channels must be >= 1, got {self.state_channels}")
+        if self.position_channels is not None:
+            if len(self.position_channels) != 2:
+                raise ValueError(f"position_channels must be [start, stop], got {self.position_channels}")
+            a, b = self.position_channels
+            if not (0 <= a and b - a == 3 and b <= self.state_channels):
+                raise ValueError(f"position_channels must be 3 channels inside the state, got {self.position_channels}")
+        if self.time_embed_dim < 4 or self.time_embed_dim % 4:
+            raise ValueError(f"time_embed_dim must be a positive multiple of 4, got {self.time_embed_dim}")
+        if self.point_channels < 1 or self.head_channels < 1:
+            raise ValueError("point_channels and head_channels must be >= 1")
+        if not self.output_scale > 0:
+            raise ValueError(f"output_scale must be positive, got {self.output_scale}")
+        if self.head_init_std < 0:
+            raise ValueError(f"head_init_std must be >= 0, got {self.head_init_std}")
+
+    def resolved(self, component: str) -> "NetConfig":
+        """Copy with voxel_size filled from the component default when unset."""
+        if component not in DEFAULT_VOXEL_SIZE:
+            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+        vs = DEFAULT_VOXEL_SIZE[component] if self.voxel_size is None else float(self.voxel_size)
+        return dataclasses.replace(self, voxel_size=vs)
+
+
+@dataclass
+class NetSetConfig:
+    """One :class:`NetConfig` per component (the actor network is shared by all actors)."""
+
+    background: NetConfig = field(default_factory=NetConfig)
+    actor: NetConfig = field(default_factory=NetConfig)
+    distant: NetConfig = field(default_factory=NetConfig)
+
+    def validate(self) -> None:
+        for name in COMPONENTS:
+            getattr(self, name).validate()
+
+    def resolved(self) -> "NetSetConfig":
+        return NetSetConfig(**{name: getattr(self, name).resolved(name) for name in COMPONENTS})
+
+
+def load_net_config(path=None) -> NetSetConfig:
+    """NetSetConfig from a YAML file (default: the shipped ``config/net.yaml``), voxel sizes resolved."""
+    return load_config(NetSetConfig, path if path is not None else config_path("net.yaml")).resolved()
+
+
+# ---------------------------------------------------------------------------------------
+# Step embedding and gradient normalization
+# ---------------------------------------------------------------------------------------
+def sinusoidal_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """x: (B,) float -> (B, dim): [cos(x f_i), sin(x f_i)], f_i = max_period^(-i/(dim/2))."""
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=x.dtype, device=x.device) / half)
+    args = x[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], 1)
+
+
+def step_embedding(step: int, total_steps: int, dim: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(dim,) embedding of the step index t and the schedule length T.
+
+    Half the channels encode t (max period 1000), half the progress 1000 * t / T (max period
+    10000), so the same t in a 12-step (turbo) and a 24-step schedule embed differently.
+    """
+    t = torch.tensor([float(step)], dtype=dtype, device=device)
+    progress = t * (1000.0 / float(total_steps))
+    return torch.cat([sinusoidal_embedding(t, dim // 2, 1000.0),
+                      sinusoidal_embedding(progress, dim // 2, 10000.0)], 1)[0]
+
+
+def sphere_voxel_size(radius: float, n_lat: int, n_lon: int, lat_min_deg: float, lat_max_deg: float,
+                      factor: float = 1.5) -> float:
+    """Voxel size (metres) for the distant network on a cropped sphere of Gaussians.
+
+    ``factor`` times the larger grid spacing (radius x angular step, at the equator), so that
+    grid neighbours always fall in the same or an adjacent voxel. Pass it to
+    ``G3RNet.forward(..., voxel_size=...)`` when the sphere differs from the trained one.
+    """
+    if radius <= 0 or n_lat < 1 or n_lon < 1 or lat_max_deg <= lat_min_deg or factor <= 0:
+        raise ValueError("need radius > 0, n_lat, n_lon >= 1, lat_max_deg > lat_min_deg and factor > 0")
+    d_lat = math.radians(lat_max_deg - lat_min_deg) / n_lat
+    d_lon = 2.0 * math.pi / n_lon
+    return float(factor * radius * max(d_lat, d_lon))
+
+
+def normalize_gradient(grad: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-channel normalization by the max |value| over points: grad (N,C) -> (N,C) in [-1,1].
+
+    Channels whose max is below ``eps`` become zero. G3RNet.forward expects its ``grad``
+    input normalized this way (the loop decides over which set of points)."""
+    if grad.ndim != 2:
+        raise ValueError(f"grad must be (N,C), got {tuple(grad.shape)}")
+    if grad.shape[0] == 0:
+        return grad.clone()
+    m = grad.abs().amax(0, keepdim=True)
+    return torch.where(m > eps, grad / m.clamp_min(eps), torch.zeros_like(grad))
+
+
+# ---------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------
+class G3RNet(nn.Module):
+    """G_theta for one component. forward(points_xyz (N,3) metres, state (N,C), grad (N,C)
+    normalized, step, total_steps, batch=None) -> delta (N,C) = output_scale * tanh(.)."""
+
+    def __init__(self, config: NetConfig | None = None, component: str = "background"):
+        super().__init__()
+        config = (config or NetConfig()).resolved(component)
+        config.validate()
+        self.config = config
+        self.component = component
+        C = config.state_channels
+        point_in = 2 * C
+        voxel_in = point_in + (1 if config.count_channel else 0)
+        self.unet = SparseResUNet(voxel_in, config.channels, config.blocks, config.kernel_size)
+        D = config.time_embed_dim
+        self.time_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, self.unet.bottleneck_channels))
+        P = config.point_channels
+        self.point_mlp = nn.Sequential(nn.Linear(point_in, P), nn.LayerNorm(P), nn.ReLU())
+        H = config.head_channels
+        self.head = nn.Sequential(nn.Linear(config.channels[0] + P, H), nn.ReLU())
+        self.out = nn.Linear(H, C)
+        nn.init.normal_(self.out.weight, std=config.head_init_std)
+        nn.init.zeros_(self.out.bias)
+        scale = torch.full((C,), float(config.output_scale))
+        if config.learn_output_scale:
+            self.output_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("output_scale", scale)
+
+    @property
+    def voxel_size(self) -> float:
+        return float(self.config.voxel_size)
+
+    def _check_inputs(self, points_xyz, state, grad, step, total_steps, batch):
+        C = self.config.state_channels
+        for name, t in (("points_xyz", points_xyz), ("state", state), ("grad", grad)):
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if points_xyz.ndim != 2 or points_xyz.shape[1] != 3:
+            raise ValueError(f"points_xyz must be (N,3), got {tuple(points_xyz.shape)}")
+        N = points_xyz.shape[0]
+        if state.shape != (N, C):
+            raise ValueError(f"state must be ({N}, {C}), got {tuple(state.shape)}")
+        if grad.shape != (N, C):
+            raise ValueError(f"grad must be ({N}, {C}), got {tuple(grad.shape)}")
+        dtype = self.out.weight.dtype
+        if state.dtype != dtype or grad.dtype != dtype or points_xyz.dtype != dtype:
+            raise ValueError(f"inputs must be {dtype} like the network, got points {points_xyz.dtype}, "
+                             f"state {state.dtype}, grad {grad.dtype}")
+        if isinstance(step, bool) or isinstance(total_steps, bool):
+            raise ValueError("step and total_steps must be ints")
+        if int(total_steps) != total_steps or int(step) != step:
+            raise ValueError(f"step and total_steps must be integers, got {step}, {total_steps}")
+        if not (total_steps >= 1 and 0 <= step < total_steps):
+            raise ValueError(f"need 0 <= step < total_steps, got step={step}, total_steps={total_steps}")
+        if N and not (bool(torch.isfinite(state).all()) and bool(torch.isfinite(grad).all())):
+            raise ValueError("state or grad contains NaN or infinite values")
+        if batch is not None and (not isinstance(batch, torch.Tensor) or batch.shape != (N,)):
+            raise ValueError(f"batch must be a ({N},) integer tensor")
+
+    def input_features(self, points_xyz: torch.Tensor, state: torch.Tensor, grad: torch.Tensor,
+                       voxel_size: float | None = None) -> torch.Tensor:
+        """(N, 2C) per-point input: state with positions replaced by voxel-local offsets, grad."""
+        pc = self.config.position_channels
+        if pc is not None:
+            a, b = pc
+            vs = self.voxel_size if voxel_size is None else voxel_size
+            state = torch.cat([state[:, :a], local_offsets(points_xyz, vs), state[:, b:]], 1)
+        return torch.cat([state, grad], 1)
+
+    def forward(self, points_xyz: torch.Tensor, state: torch.Tensor, grad: torch.Tensor, step: int,
+                total_steps: int, batch: torch.Tensor | None = None,
+                voxel_size: float | None = None) -> torch.Tensor:
+        """points_xyz (N,3) metres (world for background/distant, box-local for actors);
+        state (N,C); grad (N,C) normalized per channel; 0 <= step < total_steps; batch:
+        optional (N,) int in [0,512) to run several independent point sets (e.g. actors)
+        at once; voxel_size: override of the configured voxel size (metres). Returns
+        delta (N,C)."""
+        self._check_inputs(points_xyz, state, grad, step, total_steps, batch)
+        if voxel_size is not None and not (0 < float(voxel_size) < float("inf")):
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        vs = self.voxel_size if voxel_size is None else float(voxel_size)
+        C = self.config.state_channels
+        if points_xyz.shape[0] == 0:
+            # Keep the result attached to the parameters so that a backward() still works.
+            return state.new_zeros((0, C)) + 0.0 * self.out.weight.sum()
+        vox = voxelize(points_xyz, vs, batch)
+        feats = self.input_features(points_xyz, state, grad, vs)
+        vfeats = voxel_mean(feats, vox)
+        if self.config.count_channel:
+            vfeats = torch.cat([vfeats, torch.log1p(vox.counts).to(vfeats.dtype).unsqueeze(1)], 1)
+        emb = step_embedding(step, total_steps, self.config.time_embed_dim, dtype=state.dtype, device=state.device)
+        cond = self.time_mlp(emb)
+        h = self.unet(SparseTensor(vfeats, 1, vox.manager), cond).feats
+        z = torch.cat([voxel_to_points(h, vox), self.point_mlp(feats)], 1)
+        return torch.tanh(self.out(self.head(z))) * self.output_scale
+
+
+class G3RNetSet(nn.Module):
+    """The three networks: "background", "actor" (shared by all actors) and "distant"."""
+
+    def __init__(self, config: NetSetConfig | None = None):
+        super().__init__()
+        config = (config or NetSetConfig()).resolved()
+        config.validate()
+        self.config = config
+        self.nets = nn.ModuleDict({name: G3RNet(getattr(config, name), name) for name in COMPONENTS})
+
+    def __getitem__(self, component: str) -> G3RNet:
+        if component not in self.nets:
+            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+        return self.nets[component]
+
+    def forward(self, component: str, *args, **kwargs) -> torch.Tensor:
+        return self[component](*args, **kwargs)
+
+
+def num_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------
+def save_netset(netset: G3RNetSet, path, extra: dict | None = None) -> Path:
+    """Write config + float weights atomically (temp file in the same dir, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": to_dict(netset.config),
+               "state_dict": {k: v.detach().cpu() for k, v in netset.state_dict().items()},
+               "extra": dict(extra or {})}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _config_diff(a: NetSetConfig, b: NetSetConfig) -> list[str]:
+    da, db = to_dict(a), to_dict(b)
+    out = []
+    for comp in COMPONENTS:
+        for k in da[comp]:
+            va, vb = da[comp][k], db[comp].get(k)
+            if (list(va) if isinstance(va, tuple) else va) != (list(vb) if isinstance(vb, tuple) else vb):
+                out.append(f"{comp}.{k}: file {va!r} != expected {vb!r}")
+    return out
+
+
+def load_netset(path, config: NetSetConfig | None = None, map_location="cpu") -> tuple[G3RNetSet, dict]:
+    """Read a checkpoint written by :func:`save_netset`; returns (netset, extra).
+
+    Raises FileNotFoundError when missing, ValueError when the file is not a readable
+    G3R-Net checkpoint, or when ``config`` is given and differs from the file's config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise ValueError(f"{path}: not a readable G3R-Net model file ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a G3R-Net model file (format {CHECKPOINT_FORMAT!r} expected)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unsupported model file version {payload.get('version')!r}")
+    try:
+        saved = from_dict(NetSetConfig, payload["config"], where=f"{path}:config").resolved()
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: invalid network config in model file: {e}") from None
+    if config is not None:
+        diff = _config_diff(saved, config.resolved())
+        if diff:
+            raise ValueError(f"{path}: model/config mismatch: " + "; ".join(diff))
+    netset = G3RNetSet(saved)
+    try:
+        netset.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: weights do not match the network config: {e}") from None
+    if isinstance(map_location, (str, torch.device)):
+        netset = netset.to(map_location)
+    return netset, payload.get("extra", {})

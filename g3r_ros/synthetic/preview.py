@@ -1,0 +1,140 @@
+"""A contact sheet of a synthetic drive: camera frames, lane-shifted views, a depth map and a
+bird's-eye view of the map (road, buildings, trees, parked and moving cars, ego trajectory,
+LiDAR points). Rendered with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import transform_points
+from .lidar import lidar_scan
+from .primitives import box_corners
+from .scene import SyntheticScene
+from .truth import lane_shifted_camera, render_truth, render_truth_depth
+
+
+def _road_to_map(scene: SyntheticScene, xy: np.ndarray) -> np.ndarray:
+    p = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
+    return transform_points(scene.T_map_road, p)[:, :2]
+
+
+def _footprint(scene: SyntheticScene, bounds: np.ndarray, T=None) -> np.ndarray:
+    c = box_corners(bounds)[[0, 1, 3, 2], :]
+    if T is not None:
+        c = c @ T[:3, :3].T + T[:3, 3]
+    return transform_points(scene.T_map_road, c)[:, :2]
+
+
+def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 25.0) -> None:
+    """Draw the map-frame bird's-eye view of ``scene`` on a matplotlib axis."""
+    from matplotlib.patches import Circle, Polygon
+
+    lay, geom = scene.layout, scene.geometry
+    ego = np.stack([scene.ego_pose(s)[:2, 3] for s in scene.stamps])
+    x_lo = ego[:, 0].min() - margin
+    x_hi = ego[:, 0].max() + 3 * margin
+    ax.set_facecolor(np.clip(lay.yard * 0.9 + 0.1, 0, 1))
+    walk = (lay.sidewalk_left, lay.sidewalk_right)
+    for y0, y1, col in ((lay.y_right - walk[1], lay.y_left + walk[0], lay.paving),
+                        (lay.y_right, lay.y_left, lay.asphalt)):
+        quad = np.array([[lay.x_lo, y0], [lay.x_hi, y0], [lay.x_hi, y1], [lay.x_lo, y1]])
+        ax.add_patch(Polygon(_road_to_map(scene, quad), closed=True, color=np.clip(col, 0, 1), lw=0))
+    for s in (-1, 1):
+        for k in range(lay.lanes_per_dir + 1):
+            y = s * k * lay.lane_width
+            line = _road_to_map(scene, np.array([[lay.x_lo, y], [lay.x_hi, y]]))
+            ax.plot(line[:, 0], line[:, 1], color="w" if k else "y", lw=0.6, ls="-" if k != 1 else "--")
+    for g in geom.groups:
+        if g.actor >= 0:
+            continue
+        prm = geom.params[g.start]
+        if g.label == "building":
+            ax.add_patch(Polygon(_footprint(scene, g.bounds), closed=True, fc=np.clip(prm[:3], 0, 1), ec="k", lw=0.3))
+        elif g.label == "parked_car":
+            ax.add_patch(Polygon(_footprint(scene, g.bounds, g.pose), closed=True, fc=np.clip(prm[:3], 0, 1),
+                                 ec="k", lw=0.3))
+        elif g.label == "tree":
+            c = _road_to_map(scene, ((g.bounds[:2] + g.bounds[3:5]) / 2)[None])[0]
+            r = (g.bounds[3] - g.bounds[0]) / 2
+            ax.add_patch(Circle(c, r, fc=(0.2, 0.5, 0.2, 0.7), ec="darkgreen", lw=0.3))
+        else:
+            c = _road_to_map(scene, ((g.bounds[:2] + g.bounds[3:5]) / 2)[None])[0]
+            ax.plot(c[0], c[1], "k.", ms=2)
+    pts = []
+    for i in lidar_frames:
+        scan = lidar_scan(scene, scene.stamps[i], i)
+        pts.append(transform_points(scene.lidar_pose(scene.stamps[i]), scan.points.astype(np.float64)))
+    if pts:
+        P = np.concatenate(pts)[::3]
+        ax.scatter(P[:, 0], P[:, 1], c=P[:, 2], s=0.15, cmap="turbo", vmin=-0.5, vmax=6.0, lw=0, alpha=0.8)
+    for a in scene.actors:
+        track = np.stack([scene.actor_pose(a.actor_id, s)[:2, 3] for s in scene.stamps])
+        ax.plot(track[:, 0], track[:, 1], "-", color="orange", lw=1.0)
+        for s in (scene.stamps[0], scene.stamps[-1]):
+            T = scene.T_road_map @ scene.actor_pose(a.actor_id, s)
+            b = np.concatenate([-a.size / 2, a.size / 2])
+            ax.add_patch(Polygon(_footprint(scene, b, T), closed=True, fc=np.clip(a.paint, 0, 1), ec="orange", lw=0.8))
+        ax.annotate(f"actor {a.actor_id}", track[-1], color="orange", fontsize=6)
+    ax.plot(ego[:, 0], ego[:, 1], "r-", lw=1.5, label="ego (base_link)")
+    ax.plot(ego[0, 0], ego[0, 1], "ro", ms=3)
+    ax.set_xlim(x_lo, x_hi)
+    yc = ego[:, 1].mean()
+    half = (x_hi - x_lo) * 0.12
+    ax.set_ylim(yc - half, yc + half)
+    ax.set_aspect("equal")
+    ax.set_title("bird's-eye view (map frame; LiDAR coloured by height)", fontsize=8)
+    ax.tick_params(labelsize=6)
+    ax.legend(loc="upper left", fontsize=6)
+
+
+def write_preview(scene: SyntheticScene, path, shift_m: float = 2.0) -> Path:
+    """Write the contact sheet PNG to ``path`` (atomically) and return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    F = len(scene.stamps)
+    picks = sorted({0, F // 2, F - 1})
+    mid = scene.stamps[F // 2]
+    panels = [(f"cam0 frame {i}", render_truth(scene, scene.camera(0, scene.stamps[i]), scene.stamps[i]))
+              for i in picks]
+    cam = scene.camera(0, mid)
+    for m in (shift_m, -shift_m):
+        side = "left" if m > 0 else "right"
+        panels.append((f"lane shift {abs(m):g} m {side} (frame {F // 2})",
+                       render_truth(scene, lane_shifted_camera(cam, m), mid)))
+    for c in range(1, len(scene.cameras)):
+        panels.append((f"cam{c} frame {F // 2}", render_truth(scene, scene.camera(c, mid), mid)))
+    depth = render_truth_depth(scene, cam, mid)
+    panels.append((f"depth cam0 frame {F // 2} (m, log)", depth))
+    cols = 3
+    rows = (len(panels) + cols - 1) // cols
+    aspect = scene.cameras[0].height / scene.cameras[0].width
+    fig = plt.figure(figsize=(12, 4.0 * rows * aspect + 4.2), dpi=110)
+    gs = fig.add_gridspec(rows + 1, cols, height_ratios=[4.0 * aspect] * rows + [4.0])
+    for k, (title, img) in enumerate(panels):
+        ax = fig.add_subplot(gs[k // cols, k % cols])
+        if img.ndim == 2:
+            d = np.where(np.isfinite(img), img, np.nan)
+            ax.imshow(np.log10(np.clip(d, 0.5, None)), cmap="magma_r")
+        else:
+            ax.imshow(img)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(gs[rows, :])
+    draw_birdseye(ax, scene, lidar_frames=picks)
+    d = scene.describe()
+    fig.suptitle(f"synthetic drive: seed {scene.seed}, {d['lanes_per_direction']} lane(s)/direction, "
+                 f"ego {d['ego_speed_mps']} m/s, sun {d['sun_elevation_deg']} deg, {d['colour_temperature_k']:.0f} K, "
+                 f"{len(scene.actors)} moving actors", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,140 @@
+"""From hits to colours: normals, textures, sun + ambient Lambertian lighting, cast shadows
+and distance fog. Pure functions of (ray, hit, scene, stamp): the same world point shades the
+same from any viewpoint except for view-dependent fog, which depends only on distance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import textures
+from .primitives import (BARK, BOX, CAR_BODY, CAR_CABIN, CYL, ELL, FACADE, FOLIAGE, HIT_KERB, HIT_NONE, HIT_ROAD,
+                         HIT_SIDEWALK, LAMP, METAL, SIGN, TIRE)
+from .raycast import PosedGroups
+from .sky import sky_colour
+
+MATERIALS = {
+    FACADE: textures.facade, CAR_BODY: textures.car_body, CAR_CABIN: textures.car_cabin, TIRE: textures.tire,
+    METAL: textures.metal, LAMP: textures.lamp, SIGN: textures.sign, BARK: textures.bark,
+    FOLIAGE: textures.foliage,
+}
+
+
+def part_normals(kind: np.ndarray, shape: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Outward unit normals (M,3) at local points p (M,3) on parts of ``kind`` (M,) / ``shape`` (M,6)."""
+    n = np.zeros_like(p)
+    b = kind == BOX
+    if b.any():
+        pb, sb = p[b], shape[b]
+        d = np.concatenate([np.abs(pb - sb[:, :3]), np.abs(pb - sb[:, 3:])], axis=1)   # (m,6)
+        f = np.argmin(d, axis=1)
+        nb = np.zeros_like(pb)
+        nb[np.arange(len(pb)), f % 3] = np.where(f < 3, -1.0, 1.0)
+        n[b] = nb
+    c = kind == CYL
+    if c.any():
+        pc, sc = p[c], shape[c]
+        rx, ry = pc[:, 0] - sc[:, 0], pc[:, 1] - sc[:, 1]
+        rad = np.hypot(rx, ry)
+        cap = np.abs(pc[:, 2] - sc[:, 4]) < np.abs(rad - sc[:, 2])
+        safe = np.maximum(rad, 1e-12)
+        nc = np.stack([rx / safe, ry / safe, np.zeros(len(pc))], axis=1)
+        nc[cap] = [0.0, 0.0, 1.0]
+        n[c] = nc
+    e = kind == ELL
+    if e.any():
+        pe, se = p[e], shape[e]
+        g = (pe - se[:, :3]) / se[:, 3:] ** 2
+        n[e] = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return n
+
+
+def _rot(v, R):
+    return v[:, 0:1] * R[:, 0] + v[:, 1:2] * R[:, 1] + v[:, 2:3] * R[:, 2]
+
+
+def _rot_T(v, R):
+    return v[:, 0:1] * R[0] + v[:, 1:2] * R[1] + v[:, 2:3] * R[2]
+
+
+def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np.ndarray, posed: PosedGroups):
+    """Surfaces seen by the rays that hit something.
+
+    origins (3,) or (N,3), dirs (N,3), t (N,), hit (N,) as ``cast_grid``. Returns idx (K,)
+    indices of the hit rays, and for them albedo (K,3), LiDAR reflectivity (K,), road-frame
+    points (K,3) and unit normals (K,3).
+    """
+    lay, noise, geom = scene.layout, scene.noise, scene.geometry
+    idx = np.nonzero(hit != HIT_NONE)[0]
+    K = len(idx)
+    h = hit[idx]
+    o = origins if origins.ndim == 1 else origins[idx]
+    pts = o + t[idx, None] * dirs[idx]
+    alb = np.zeros((K, 3))
+    refl = np.zeros(K)
+    nrm = np.zeros((K, 3))
+    if K == 0:
+        return idx, alb, refl, pts, nrm
+    # one contiguous run per material (terrain codes are negative, materials positive)
+    key = np.where(h >= 0, geom.material[np.maximum(h, 0)], h)
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    cuts = np.flatnonzero(np.diff(skey)) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [K]])
+    has_pose = np.array([g.pose is not None or g.actor >= 0 for g in geom.groups], dtype=bool)
+    pose_of = {gi: T for gi, T in zip(posed.index, posed.poses) if T is not None}
+    for a, b in zip(starts, stops):
+        code = int(skey[a])
+        sel = order[a:b]
+        p = pts[sel]
+        if code == HIT_ROAD or code == HIT_SIDEWALK:
+            alb[sel], refl[sel] = (textures.road if code == HIT_ROAD else textures.sidewalk)(p, lay, noise)
+            nrm[sel] = [0.0, 0.0, 1.0]
+            continue
+        if code == HIT_KERB:
+            alb[sel], refl[sel] = textures.kerb_face(p, lay, noise)
+            nrm[sel] = np.stack([np.zeros(len(p)), -np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
+            continue
+        pid = h[sel]
+        gids = geom.group[pid]
+        moved = has_pose[gids]
+        rots = []
+        if moved.any():
+            for gi in np.unique(gids[moved]):
+                T = pose_of[int(gi)]
+                m = gids == gi
+                p[m] = _rot_T(p[m] - T[:3, 3], T[:3, :3])
+                rots.append((m, T[:3, :3]))
+        shape = geom.shape[pid]
+        n = part_normals(geom.kind[pid], shape, p)
+        alb[sel], refl[sel] = MATERIALS[code](p, n, shape, geom.params[pid], noise)
+        for m, R in rots:
+            n[m] = _rot(n[m], R)
+        nrm[sel] = n
+    return idx, alb, refl, pts, nrm
+
+
+def shade(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np.ndarray, posed: PosedGroups,
+          shadows: bool = True) -> np.ndarray:
+    """Linear display radiance (N,3) (not clipped) of rays: sky, or lit and fogged surfaces."""
+    from .shadow import sun_visibility
+
+    light, sky = scene.lighting, scene.sky
+    idx, alb, _, pts, n = surface(scene, origins, dirs, t, hit, posed)
+    out = np.empty((len(t), 3))
+    miss = hit == HIT_NONE
+    if miss.any():
+        out[miss] = sky_colour(dirs[miss], sky, light, scene.noise)
+    if len(idx):
+        sd = light.sun_dir
+        ndl = np.maximum(n[:, 0] * sd[0] + n[:, 1] * sd[1] + n[:, 2] * sd[2], 0.0)
+        if shadows:
+            lit = np.flatnonzero(ndl > 0)
+            if len(lit):
+                ndl[lit] *= sun_visibility(scene, pts[lit] + 1e-4 * n[lit], posed)
+        light_rgb = light.ambient_rgb[None] * (0.75 + 0.25 * n[:, 2:3]) + light.sun_rgb[None] * ndl[:, None]
+        d = dirs[idx]
+        dist = t[idx] * np.sqrt((d * d).sum(1))
+        f = np.exp(-dist / sky.fog_distance)[:, None]
+        out[idx] = alb * light_rgb * f + sky.horizon[None] * (1 - f)
+    return out

@@ -1,0 +1,278 @@
+"""Procedural surface textures: albedo (M,3) and LiDAR reflectivity (M,) per hit.
+
+Every function is a pure function of the hit point and normal in the primitive's *local*
+frame (so a car's paint moves with the car), its shape and material parameters, and the seeded
+:class:`~g3r_ros.synthetic.noise.NoiseBank`. Inputs: p (M,3) local points, n (M,3) local unit
+normals, shape (M,6) part shapes, prm (M,NPARAM) material parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import StreetLayout
+from .noise import NoiseBank
+
+
+def _frac(x):
+    return x - np.floor(x)
+
+
+def _mix(a, b, m):
+    """Where mask m (M,) is set take b, else a; a and b broadcast to (M,3)."""
+    return np.where(m[:, None], b, a)
+
+
+# ---------------------------------------------------------------------------------------
+# Ground
+# ---------------------------------------------------------------------------------------
+def road(p: np.ndarray, lay: StreetLayout, noise: NoiseBank):
+    """Asphalt with repairs, lane markings, crosswalks and stop lines (road frame points)."""
+    x, y = p[:, 0], p[:, 1]
+    g = noise.fbm(x * 0.35, y * 0.35, 3, ch=1)
+    grain = noise.cell(np.floor(x * 22.0), np.floor(y * 22.0), ch=2)
+    col = lay.asphalt[None] * (0.78 + 0.38 * g + 0.14 * (grain - 0.5))[:, None]
+    patch = (noise.cell(np.floor(x / 7.0), np.floor(y / lay.lane_width), ch=4) < 0.18) & (
+        np.abs(_frac(x / 7.0) - 0.45) < 0.28)
+    col = col * np.where(patch, 0.82, 1.0)[:, None]
+    n, lw = lay.lanes_per_dir, lay.lane_width
+    dash = _frac((x + lay.dash_phase) / lay.dash_period) < lay.dash_length / lay.dash_period
+    ay = np.abs(y)
+    yellow = np.zeros(len(p), dtype=bool)
+    if lay.centre_style == 0:
+        yellow = (ay > 0.07) & (ay < 0.19)
+        white = np.zeros(len(p), dtype=bool)
+    elif lay.centre_style == 1:
+        white = (ay < 0.075) & dash
+    else:
+        white = ay < 0.075
+    for k in range(1, n):
+        white |= (np.abs(ay - k * lw) < 0.075) & dash
+    white |= np.abs(y + n * lw) < 0.09
+    edge_left = np.abs(y - n * lw) < 0.09
+    white |= edge_left & (dash if lay.parking_left > 0 else True)
+    for xc in lay.crosswalks:
+        white |= (np.abs(x - xc) < 2.0) & (_frac(y / 1.1) < 0.5)
+        white |= (np.abs(x - (xc - 3.4)) < 0.2) & (y > -n * lw) & (y < 0)
+        white |= (np.abs(x - (xc + 3.4)) < 0.2) & (y < n * lw) & (y > 0)
+    wear = (0.65 + 0.35 * noise.fbm(x * 2.0, y * 2.0, 2, ch=5))[:, None]
+    col = _mix(col, col * (1 - wear) + np.array([0.86, 0.86, 0.84]) * wear, white)
+    col = _mix(col, col * (1 - wear) + np.array([0.86, 0.68, 0.18]) * wear, yellow)
+    refl = np.where(white | yellow, 0.55, 0.1)
+    return col, refl
+
+
+def sidewalk(p: np.ndarray, lay: StreetLayout, noise: NoiseBank):
+    """Kerb stones, paving tiles, and the yards beyond the sidewalks (road frame points)."""
+    x, y = p[:, 0], p[:, 1]
+    left = y > 0
+    dk = np.where(left, y - lay.y_left, lay.y_right - y)
+    walk = np.where(left, lay.sidewalk_left, lay.sidewalk_right)
+    g = noise.fbm(x * 0.5, y * 0.5, 2, ch=6)
+    kerb = dk < 0.25
+    tile = lay.tile
+    ti, tj = np.floor(x / tile), np.floor(dk / tile)
+    joint = (_frac(x / tile) < 0.035 / tile) | (_frac(dk / tile) < 0.035 / tile)
+    pave = lay.paving[None] * (0.82 + 0.3 * noise.cell(ti, tj + 1000 * left, ch=7) + 0.1 * (g - 0.5))[:, None]
+    pave = pave * np.where(joint, 0.62, 1.0)[:, None]
+    kc = lay.kerb_colour[None] * (0.88 + 0.2 * g)[:, None] * np.where(_frac(x) < 0.012, 0.6, 1.0)[:, None]
+    yg = noise.fbm(x * 0.8, y * 0.8, 3, ch=8)
+    grain = noise.cell(np.floor(x * 18.0), np.floor(y * 18.0), ch=9)
+    yard = lay.yard[None] * (0.65 + 0.6 * yg + 0.2 * (grain - 0.5))[:, None]
+    col = np.where(kerb[:, None], kc, np.where((dk < walk)[:, None], pave, yard))
+    refl = np.where(kerb, 0.3, np.where(dk < walk, 0.25, 0.2))
+    return col, refl
+
+
+def kerb_face(p: np.ndarray, lay: StreetLayout, noise: NoiseBank):
+    g = noise.fbm(p[:, 0] * 2.0, p[:, 2] * 2.0, 2, ch=6)
+    col = lay.kerb_colour[None] * (0.75 + 0.2 * g)[:, None] * np.where(_frac(p[:, 0]) < 0.012, 0.6, 1.0)[:, None]
+    return col, np.full(len(p), 0.3)
+
+
+# ---------------------------------------------------------------------------------------
+# Buildings
+# ---------------------------------------------------------------------------------------
+def facade(p, n, shape, prm, noise: NoiseBank):
+    """Walls (plaster / brick / panels / glass curtain) with window grids, shop fronts, doors,
+    ledges and cornices; flat roofs. Params: see ``layout._facade_params``."""
+    wall, style, sh = prm[:, 0:3], prm[:, 3], prm[:, 4]
+    ww, wh, bay, sill = prm[:, 5].copy(), prm[:, 6].copy(), prm[:, 7], prm[:, 8].copy()
+    frame, glass, door_u, shop = prm[:, 9:12], prm[:, 12:15], prm[:, 15], prm[:, 16] > 0.5
+    accent, ch, side, lit_p, roof_tone = prm[:, 17:20], prm[:, 20].astype(np.int64), prm[:, 21], prm[:, 22], prm[:, 23]
+    along_x = np.abs(n[:, 1]) > 0.5
+    roof = n[:, 2] > 0.5
+    u = np.where(along_x, p[:, 0] - shape[:, 0], p[:, 1] - shape[:, 1])
+    face_len = np.where(along_x, shape[:, 3] - shape[:, 0], shape[:, 4] - shape[:, 1])
+    v = p[:, 2] - shape[:, 2]
+    height = shape[:, 5] - shape[:, 2]
+    street = n[:, 1] * side < -0.5
+    g = noise.fbm(u * 0.6 + 31.0 * side, v * 0.6, 2, ch=ch)
+    grain = noise.cell(np.floor(u * 30.0), np.floor(v * 30.0), ch=ch + 1)
+    # wall material
+    col = wall * (0.88 + 0.2 * g + 0.06 * (grain - 0.5))[:, None]
+    row = np.floor(v / 0.075)
+    off = np.mod(row, 2) * 0.12
+    bcol = np.floor((u + off) / 0.24)
+    mortar = (_frac((u + off) / 0.24) < 0.05) | (_frac(v / 0.075) < 0.15)
+    brick = wall * (0.78 + 0.4 * noise.cell(bcol, row, ch=ch + 2))[:, None] * (0.92 + 0.16 * g)[:, None]
+    brick = _mix(brick, np.array([0.72, 0.7, 0.66]) * (0.9 + 0.1 * g)[:, None], mortar)
+    col = _mix(col, brick, style == 1)
+    pw, ph = bay * 0.5, sh * 0.5
+    pj = (np.abs(_frac(u / pw + 0.5) - 0.5) * pw < 0.02) | (np.abs(_frac(v / ph + 0.5) - 0.5) * ph < 0.02)
+    panel = wall * (0.9 + 0.12 * noise.cell(np.floor(u / pw), np.floor(v / ph), ch=ch + 2))[:, None]
+    col = _mix(col, panel * np.where(pj, 0.6, 1.0)[:, None], style == 2)
+    curtain = style == 3
+    ww = np.where(curtain, bay - 0.14, ww)
+    wh = np.where(curtain, sh - 0.3, wh)
+    sill = np.where(curtain, 0.15, sill)
+    # window grid
+    s = np.floor(v / sh)
+    vi = v - s * sh
+    nb = np.maximum(np.floor((face_len - 0.8) / bay), 1.0)
+    margin = (face_len - nb * bay) / 2
+    bu = np.floor((u - margin) / bay)
+    ui = u - margin - (bu + 0.5) * bay
+    in_bay = (bu >= 0) & (bu < nb) & (v < height - 0.45)
+    win = in_bay & (np.abs(ui) < ww / 2) & (vi > sill) & (vi < sill + wh)
+    frm = in_bay & (np.abs(ui) < ww / 2 + 0.08) & (vi > sill - 0.1) & (vi < sill + wh + 0.08) & ~win
+    ground = (s == 0) & (shape[:, 2] < 0.5)
+    shopwin = ground & shop & (np.abs(ui) < bay * 0.42) & (vi > 0.35) & (vi < sh - 0.75) & in_bay
+    awning = ground & shop & (vi > sh - 0.65) & (vi < sh - 0.25) & street
+    win = np.where(ground & shop, shopwin, win)
+    frm = np.where(ground & shop, in_bay & ground & (np.abs(ui) < bay * 0.42 + 0.08) & (vi > 0.27)
+                   & (vi < sh - 0.67) & ~shopwin, frm)
+    mull = win & (np.abs(ui) < 0.025) & ~curtain
+    cw = noise.cell(bu + 100 * (n[:, 0] + 2 * n[:, 1]), s, ch=ch + 3)
+    cw2 = noise.cell(bu + 100 * (n[:, 0] + 2 * n[:, 1]), s, ch=ch + 4)
+    grad = np.clip((vi - sill) / np.maximum(wh, 0.1), 0.0, 1.0)
+    gcol = glass * (0.65 + 0.6 * cw)[:, None] + (0.14 * grad)[:, None] * np.array([0.7, 0.8, 0.9])
+    gcol = _mix(gcol, np.array([0.95, 0.82, 0.55]) * (0.75 + 0.2 * cw)[:, None], cw2 < lit_p)
+    blinds = (cw2 > 0.6) & (cw2 < 0.8) & (grad > 0.45)
+    gcol = _mix(gcol, np.array([0.82, 0.78, 0.68]) * (0.85 + 0.1 * g)[:, None], blinds & ~curtain)
+    col = _mix(col, frame, frm | mull)
+    col = _mix(col, gcol, win & ~mull)
+    stripes = np.where(_frac(u / 0.5) < 0.5, 1.0, 0.82)
+    col = _mix(col, accent * stripes[:, None], awning)
+    du = u - np.minimum(door_u, np.maximum(face_len - 1.6, 0.2))
+    door = street & ground & (du > 0) & (du < 1.2) & (v < 2.3)
+    door_frame = street & ground & (du > -0.1) & (du < 1.3) & (v < 2.4) & ~door
+    wood = np.array([0.36, 0.23, 0.14]) * (0.8 + 0.4 * noise.value(u * 40.0, v * 1.5, ch=ch + 5))[:, None]
+    col = _mix(col, wood, door)
+    col = _mix(col, frame * 0.8, door_frame)
+    ledge = (vi < 0.1) & (s >= 1) & ~win
+    col = _mix(col, np.clip(wall * 1.12, 0, 1), ledge)
+    cornice = v > height - 0.35
+    col = _mix(col, wall * 0.72, cornice)
+    col = col * np.clip(0.8 + 0.33 * v, 0.0, 1.0)[:, None]
+    rf = roof_tone * (0.75 + 0.4 * noise.fbm(p[:, 0] * 1.5, p[:, 1] * 1.5, 2, ch=ch + 6))
+    col = _mix(col, np.stack([rf, rf * 0.98, rf * 0.95], axis=1), roof)
+    refl = np.where(win & ~mull, 0.08, np.where(roof, 0.2, 0.35))
+    return col, refl
+
+
+# ---------------------------------------------------------------------------------------
+# Cars (params: 0-2 paint, 3-5 L W H, 6 body top, 7-8 cabin x range, 9 glass tint)
+# ---------------------------------------------------------------------------------------
+def car_body(p, n, shape, prm, noise: NoiseBank):
+    paint, W = prm[:, 0:3], prm[:, 4]
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    bottom, top = shape[:, 2], shape[:, 5]
+    ay = np.abs(y)
+    zr = np.clip((z - bottom) / np.maximum(top - bottom, 0.1), 0, 1)
+    col = paint * (0.82 + 0.3 * zr)[:, None]
+    front, rear, sides = n[:, 0] > 0.5, n[:, 0] < -0.5, np.abs(n[:, 1]) > 0.5
+    lamps = (ay > W / 2 - 0.45) & (ay < W / 2 - 0.08) & (z > top - 0.3) & (z < top - 0.1)
+    grille = (ay < W / 2 - 0.55) & (z > top - 0.36) & (z < top - 0.12)
+    bumper = z < bottom + 0.2
+    plate = (ay < 0.26) & (z > bottom + 0.22) & (z < bottom + 0.34)
+    col = _mix(col, np.array([0.12, 0.12, 0.13]), (front | rear) & bumper)
+    col = _mix(col, np.array([0.06, 0.06, 0.07]), front & grille)
+    col = _mix(col, np.array([0.92, 0.92, 0.86]), front & lamps)
+    col = _mix(col, np.array([0.72, 0.06, 0.05]), rear & lamps)
+    col = _mix(col, np.array([0.88, 0.88, 0.85]), (front | rear) & plate)
+    L = prm[:, 3]
+    seam = sides & ((np.abs(x + 0.05 * L) < 0.012) | (np.abs(x - 0.22 * L) < 0.012) | (np.abs(x + 0.3 * L) < 0.012))
+    trim = sides & (z < bottom + 0.12)
+    col = _mix(col, paint * 0.35, seam)
+    col = _mix(col, np.array([0.08, 0.08, 0.09]), trim)
+    refl = np.where(lamps & (front | rear) | plate & (front | rear), 0.9, 0.4)
+    return col, refl
+
+
+def car_cabin(p, n, shape, prm, noise: NoiseBank):
+    paint, tint = prm[:, 0:3], prm[:, 9]
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    x0, x1, z0, z1 = shape[:, 0], shape[:, 3], shape[:, 2], shape[:, 5]
+    y1 = shape[:, 4]
+    sides, ends, top = np.abs(n[:, 1]) > 0.5, np.abs(n[:, 0]) > 0.5, n[:, 2] > 0.5
+    mid = 0.5 * (x0 + x1)
+    pillar = (x - x0 < 0.14) | (x1 - x < 0.14) | (np.abs(x - mid) < 0.06)
+    glass_side = sides & ~pillar & (z > z0 + 0.06) & (z < z1 - 0.07)
+    glass_end = ends & (np.abs(y) < y1 - 0.12) & (z > z0 + 0.05) & (z < z1 - 0.07)
+    glass = glass_side | glass_end
+    grad = np.clip((z - z0) / np.maximum(z1 - z0, 0.1), 0, 1)
+    gcol = np.array([0.09, 0.11, 0.13]) * (1.0 + 3.0 * tint)[:, None] + (0.12 * grad)[:, None] * np.array(
+        [0.7, 0.8, 0.9])
+    col = _mix(paint * 0.95, gcol, glass)
+    col = _mix(col, paint * 1.02, top)
+    return col, np.where(glass, 0.06, 0.4)
+
+
+def tire(p, n, shape, prm, noise: NoiseBank):
+    r = prm[:, 4]
+    zc = shape[:, 2] + r
+    dist = np.hypot(p[:, 0] - prm[:, 3], p[:, 2] - zc)
+    side = np.abs(n[:, 1]) > 0.5
+    hub = side & (dist < 0.55 * r)
+    col = _mix(np.broadcast_to(prm[:, 0:3], (len(p), 3)), np.array([0.55, 0.55, 0.57]) * (
+        0.8 + 0.2 * np.cos(dist * 40.0))[:, None], hub)
+    return col, np.full(len(p), 0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# Street furniture and vegetation
+# ---------------------------------------------------------------------------------------
+def metal(p, n, shape, prm, noise: NoiseBank):
+    g = noise.value(p[:, 2] * 3.0, p[:, 0] + p[:, 1], ch=10)
+    return prm[:, 0:3] * (0.85 + 0.25 * g)[:, None], np.full(len(p), 0.5)
+
+
+def lamp(p, n, shape, prm, noise: NoiseBank):
+    return prm[:, 0:3] * np.where(n[:, 2] < -0.5, 1.0, 0.7)[:, None], np.full(len(p), 0.6)
+
+
+def sign(p, n, shape, prm, noise: NoiseBank):
+    """Plate facing -x: a round or square sign with a border and a bar; grey back and edges."""
+    dy, dz = p[:, 1] - prm[:, 7], p[:, 2] - (shape[:, 2] + shape[:, 5]) / 2
+    face = n[:, 0] < -0.5
+    r = np.hypot(dy, dz)
+    circle = prm[:, 6] < 0.5
+    inside = np.where(circle, r < 0.29, (np.abs(dy) < 0.29) & (np.abs(dz) < 0.29))
+    border = np.where(circle, r > 0.22, (np.abs(dy) > 0.23) | (np.abs(dz) > 0.23))
+    bar = (np.abs(dz) < 0.05) & (np.abs(dy) < 0.16)
+    col = np.broadcast_to(np.array([0.55, 0.55, 0.57]), (len(p), 3))
+    col = _mix(col, prm[:, 0:3], face & inside)
+    col = _mix(col, prm[:, 3:6], face & inside & (border | bar))
+    return col, np.where(face & inside, 0.9, 0.5)
+
+
+def bark(p, n, shape, prm, noise: NoiseBank):
+    ang = np.arctan2(p[:, 1] - shape[:, 1], p[:, 0] - shape[:, 0])
+    g = noise.value(ang * 4.0, p[:, 2] * 1.2, ch=11)
+    streak = noise.cell(np.floor((ang + np.pi) * 6.0), np.floor(p[:, 2] * 5.0), ch=12)
+    return prm[:, 0:3] * (0.6 + 0.45 * g + 0.15 * streak)[:, None], np.full(len(p), 0.2)
+
+
+def foliage(p, n, shape, prm, noise: NoiseBank):
+    ch = prm[:, 3].astype(np.int64) + 3
+    a = (p[:, 0] + 0.6 * p[:, 2]) * 1.6
+    b = (p[:, 1] - 0.8 * p[:, 2]) * 1.6 + 0.3 * p[:, 0]
+    big = noise.fbm(a, b, 2, ch=ch)
+    leaves = noise.value(a * 6.0 + 3.1 * n[:, 2], b * 6.0, ch=ch + 1)
+    f = 0.55 * big + 0.45 * leaves
+    hue = noise.value(a * 0.5, b * 0.5, ch=ch + 2)
+    col = prm[:, 0:3] * (0.35 + 1.0 * f)[:, None]
+    col = col * (1 + 0.25 * (hue - 0.5))[:, None] * np.array([1.0, 1.0, 0.8]) + (0.06 * hue)[:, None] * np.array(
+        [1.0, 0.7, 0.0])
+    return col, np.full(len(p), 0.25)

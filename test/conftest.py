@@ -1,0 +1,34 @@
+"""Shared pytest configuration for g3r_ros.
+
+- Every rclpy process started by a test stays on loopback: ``ROS_AUTOMATIC_DISCOVERY_RANGE``
+  is forced to LOCALHOST at import, before any test module can import rclpy, and a test
+  ``ROS_DOMAIN_ID`` is set unless one is given.
+- The ``slow`` marker: deselect with ``-m "not slow"``.
+- ``shared_data``: the KITTI odometry drive beside the repository, or a skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", "42")
+
+# ../shared/data beside the repository root.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KITTI_ODOMETRY = SHARED_DATA / "kitti-odometry-04"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes more than a few seconds (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ``../shared/data/kitti-odometry-04``; skips the test when it is absent."""
+    if not KITTI_ODOMETRY.is_dir():
+        pytest.skip(f"shared data not found at {KITTI_ODOMETRY} (expected ../shared beside the repository)")
+    return KITTI_ODOMETRY
