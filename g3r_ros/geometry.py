@@ -54,9 +54,15 @@ def invert_transform(T: np.ndarray) -> np.ndarray:
 
 
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply ``T_target_source`` (4,4) to ``points`` (N,3) in source; returns (N,3) in target."""
+    """Apply ``T_target_source`` (4,4) to ``points`` (N,3) in source; returns (N,3) in target.
+
+    Keeps the points' float dtype. einsum, not ``@``: (N,3)@(3,3) takes a slow BLAS path on
+    this CPU (measured ~4-10x slower at 120k points).
+    """
     points = np.asarray(points)
-    return points @ T[:3, :3].T.astype(points.dtype) + T[:3, 3].astype(points.dtype)
+    if not np.issubdtype(points.dtype, np.floating):
+        points = points.astype(np.float64)
+    return np.einsum("ij,nj->ni", T[:3, :3].astype(points.dtype), points) + T[:3, 3].astype(points.dtype)
 
 
 def quat_xyzw_to_wxyz(q) -> np.ndarray:

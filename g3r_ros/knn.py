@@ -29,20 +29,23 @@ def voxel_downsample(points: np.ndarray, voxel_size: float, colors: np.ndarray |
     if len(points) == 0:
         return points.copy(), (None if colors is None else np.zeros((0, np.shape(colors)[1])))
     keys = np.floor(points / voxel_size).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    keys -= keys.min(axis=0)
+    dims = keys.max(axis=0) + 1
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:  # one int64 key per voxel: fast 1-D unique
+        flat = (keys[:, 0] * dims[1] + keys[:, 1]) * dims[2] + keys[:, 2]
+        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    else:  # astronomically spread input: row-wise unique
+        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     m = len(counts)
-    sums = np.zeros((m, 3))
-    np.add.at(sums, inverse, points)
-    out = sums / counts[:, None]
+    out = np.stack([np.bincount(inverse, weights=points[:, i], minlength=m) for i in range(3)], 1) / counts[:, None]
     out_colors = None
     if colors is not None:
         colors = np.asarray(colors, dtype=np.float64)
         if len(colors) != len(points):
             raise ValueError(f"colors ({len(colors)}) and points ({len(points)}) differ in length")
-        csum = np.zeros((m, colors.shape[1]))
-        np.add.at(csum, inverse, colors)
-        out_colors = csum / counts[:, None]
+        out_colors = np.stack([np.bincount(inverse, weights=colors[:, i], minlength=m)
+                               for i in range(colors.shape[1])], 1) / counts[:, None]
     return out, out_colors
 
 

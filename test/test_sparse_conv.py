@@ -15,6 +15,7 @@ from g3r_ros.sparse import (
     SubmanifoldConv3d,
     local_offsets,
     sparse_conv,
+    sparse_conv_reference,
     voxel_mean,
     voxel_to_points,
     voxelize,
@@ -319,3 +320,20 @@ def test_cuda_matches_cpu():
     cpu = net(SparseTensor.from_coords(coords, f)).feats
     gpu = net.cuda()(SparseTensor.from_coords(coords.cuda(), f.cuda())).feats
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_hand_written_backward_equals_plain_autograd():
+    torch.manual_seed(9)
+    pts = torch.rand(3000, 3, dtype=DT) * torch.tensor([10.0, 10.0, 2.0], dtype=DT)
+    vox = voxelize(pts, 0.3)
+    m = vox.manager
+    for kmap, n_in in ((m.submanifold(1), m.num_voxels(1)), (m.down(1), m.num_voxels(1)),
+                       (m.up(2), m.num_voxels(2))):
+        f = torch.randn(n_in, 5, dtype=DT, requires_grad=True)
+        w = torch.randn(kmap.kernel_volume, 5, 6, dtype=DT, requires_grad=True)
+        cot = torch.randn(kmap.num_out, 6, dtype=DT)
+        out_a, g_a = grads(lambda a, b, km=kmap: sparse_conv(a, b, km), (f, w), cot)
+        out_b, g_b = grads(lambda a, b, km=kmap: sparse_conv_reference(a, b, km), (f, w), cot)
+        torch.testing.assert_close(out_a, out_b)
+        torch.testing.assert_close(g_a[0], g_b[0])
+        torch.testing.assert_close(g_a[1], g_b[1])

@@ -8,7 +8,7 @@
 - :mod:`.unet`: the residual sparse U-Net used by G3R-Net.
 """
 
-from .conv import SparseDownConv3d, SparseUpConv3d, SubmanifoldConv3d, sparse_conv
+from .conv import SparseDownConv3d, SparseUpConv3d, SubmanifoldConv3d, sparse_conv, sparse_conv_reference
 from .kernel_map import CoordinateManager, KernelMap, downsample_map, submanifold_map
 from .tensor import SparseTensor
 from .unet import SparseResBlock, SparseResUNet
@@ -17,5 +17,6 @@ from .voxelize import Voxelization, local_offsets, voxel_mean, voxel_to_points, 
 __all__ = [
     "CoordinateManager", "KernelMap", "SparseDownConv3d", "SparseResBlock", "SparseResUNet", "SparseTensor",
     "SparseUpConv3d", "SubmanifoldConv3d", "Voxelization", "downsample_map", "local_offsets", "sparse_conv",
+    "sparse_conv_reference",
     "submanifold_map", "voxel_mean", "voxel_to_points", "voxelize",
 ]

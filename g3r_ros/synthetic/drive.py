@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,22 +18,6 @@ from .scene import make_scene
 from .truth import render_truth
 
 log = logging.getLogger(__name__)
-
-
-def _finalize(tmp: Path, out: Path) -> None:
-    """Give the finished temporary bag its final name: rename its storage file, rewrite
-    metadata.yaml (atomically) to match, then move the directory into place."""
-    meta = tmp / "metadata.yaml"
-    text = meta.read_text()
-    for f in sorted(tmp.iterdir()):
-        if f.name.startswith(tmp.name):
-            new = out.name + f.name[len(tmp.name):]
-            os.replace(f, tmp / new)
-            text = text.replace(f.name, new)
-    part = tmp / ".metadata.yaml.tmp"
-    part.write_text(text)
-    os.replace(part, meta)
-    os.replace(tmp, out)
 
 
 def generate_drive(out_path, seed: int, config: SynthConfig | None = None, *, progress: bool = True) -> dict:
@@ -51,9 +36,10 @@ def generate_drive(out_path, seed: int, config: SynthConfig | None = None, *, pr
     out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     scene = make_scene(seed, cfg)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # Write the bag under its final name inside a private temporary directory, then move it
+    # into place: readers never see a partial bag, and the bytes do not depend on the temp name.
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = tmpdir / out.name
     n_points = 0
     try:
         with DriveBagWriter(tmp, storage=cfg.storage) as w:
@@ -65,10 +51,9 @@ def generate_drive(out_path, seed: int, config: SynthConfig | None = None, *, pr
                 n_points += 0 if scan is None else len(scan.points)
                 write_frame(w, scene, stamp, images, scan)
             counts = dict(w.counts)
-        _finalize(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     elapsed = time.perf_counter() - t_start
     log.info("wrote %s: %d frames x %d cameras in %.1f s", out, len(scene.stamps), len(scene.cameras), elapsed)
     return {
