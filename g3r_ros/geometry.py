@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 import transforms3d.quaternions as tq
+
+if TYPE_CHECKING:  # torch is imported lazily: message decoding and TF need only numpy
+    import torch
 
 # Rotation from a REP-103 body frame (x fwd, y left, z up) to an optical frame
 # (x right, y down, z fwd): columns are the optical axes expressed in the body frame.
@@ -210,8 +214,11 @@ class CameraBatch:
         return int(self.Ks.shape[0])
 
     @staticmethod
-    def from_cameras(cameras, device=None, dtype=torch.float32) -> "CameraBatch":
-        """Stack ``PinholeCamera`` objects (all the same size) into a batch."""
+    def from_cameras(cameras, device=None, dtype=None) -> "CameraBatch":
+        """Stack ``PinholeCamera`` objects (all the same size) into a batch (float32 default)."""
+        import torch
+
+        dtype = dtype or torch.float32
         cameras = list(cameras)
         if not cameras:
             raise ValueError("CameraBatch needs at least one camera")
@@ -238,6 +245,8 @@ class CameraBatch:
 # ---------------------------------------------------------------------------------------
 def quat_to_rotmat_torch(quats: torch.Tensor) -> torch.Tensor:
     """(N,4) quaternions (w,x,y,z), not necessarily unit → (N,3,3) rotations."""
+    import torch
+
     q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     w, x, y, z = q.unbind(-1)
     R = torch.stack(
@@ -253,6 +262,8 @@ def quat_to_rotmat_torch(quats: torch.Tensor) -> torch.Tensor:
 
 def quat_multiply_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product of (...,4) quaternions (w,x,y,z): the rotation ``a`` after ``b``."""
+    import torch
+
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
     return torch.stack(

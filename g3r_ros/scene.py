@@ -16,6 +16,7 @@ Initialization (:func:`init_scene`, configured by :class:`InitConfig`, mirrored 
 ``config/init.yaml``):
 
 - LiDAR (background in world, actors in box-local) is voxel-downsampled to a point budget;
+  background points that no source view sees are dropped first (``crop_to_views``);
 - scale: distance to the ``knn_k``-th (3rd) nearest neighbour (scipy cKDTree), isotropic,
   then capped so that the 1-sigma footprint is at most ``max_footprint_px`` pixels in the
   nearest source view that sees the point (DESIGN.md §5: uncapped near-field points blur
@@ -113,6 +114,10 @@ class InitConfig:
     to the ego path (m; 0 = off; per-scan ego cropping belongs to the window builder).
     crop_actor_boxes: drop background points inside any actor box (grown by
     actor_box_margin m) at any track stamp, so a moving actor leaves no trail.
+    crop_to_views: drop background points that no source view sees (in front of the camera
+    and inside the image grown by view_margin × its size on each side) *before* downsampling,
+    so the point budget is spent where the images constrain it (a 360° LiDAR otherwise puts
+    most of it behind a forward camera).
     color_mode: "project" (our choice) or "random" (the paper). color_views: how many of the
     nearest unoccluded views are averaged. zbuffer_cell_px / occlusion_tol: occlusion test.
     seed: RNG seed for latents, random colours and subsampling.
@@ -130,6 +135,8 @@ class InitConfig:
     min_range: float = 0.0
     crop_actor_boxes: bool = True
     actor_box_margin: float = 0.2
+    crop_to_views: bool = True
+    view_margin: float = 0.1
     color_mode: str = "project"
     color_views: int = 1
     zbuffer_cell_px: int = 4
@@ -152,6 +159,8 @@ class InitConfig:
             raise ValueError(f"max_footprint_px must be >= 0 or null, got {self.max_footprint_px}")
         if self.color_mode not in ("project", "random"):
             raise ValueError(f"color_mode must be 'project' or 'random', got {self.color_mode!r}")
+        if self.view_margin < 0:
+            raise ValueError(f"view_margin must be >= 0, got {self.view_margin}")
         if self.color_views < 1 or self.zbuffer_cell_px < 1 or self.occlusion_tol < 0:
             raise ValueError("color_views and zbuffer_cell_px must be >= 1, occlusion_tol >= 0")
         if isinstance(self.distant, dict):
@@ -470,6 +479,26 @@ def distant_sphere(center: np.ndarray, up: np.ndarray, cfg: DistantConfig, radiu
     return means, quats, log_scales, rows
 
 
+def in_any_view(points: np.ndarray, keyframes, margin: float = 0.0) -> np.ndarray:
+    """(N,) bool: in front of (depth > 0.1 m) and inside the image, grown by ``margin`` × its
+    size on each side, of at least one keyframe. points: (N,3) world."""
+    keep = np.zeros(len(points), dtype=bool)
+    pts = np.asarray(points, dtype=np.float64)
+    for kf in keyframes:
+        cam = kf.camera
+        rest = ~keep
+        pc = transform_points(cam.T_cam_world, pts[rest])
+        z = pc[:, 2]
+        front = z > 0.1
+        zf = np.where(front, z, 1.0)
+        u = cam.K[0, 0] * pc[:, 0] / zf + cam.K[0, 2]
+        v = cam.K[1, 1] * pc[:, 1] / zf + cam.K[1, 2]
+        mu, mv = margin * cam.width, margin * cam.height
+        ok = front & (u >= -mu) & (u < cam.width + mu) & (v >= -mv) & (v < cam.height + mv)
+        keep[np.nonzero(rest)[0][ok]] = True
+    return keep
+
+
 def _crop_actor_boxes(points: np.ndarray, actors: list[ActorTrack], margin: float) -> np.ndarray:
     """Boolean keep-mask (N,): False for points inside any actor box at any track stamp."""
     keep = np.ones(len(points), dtype=bool)
@@ -519,6 +548,8 @@ def init_scene(window: SceneWindow, config: InitConfig | None = None, device="cp
         bg = bg[d >= config.min_range]
     if len(bg) and config.crop_actor_boxes and window.actors:
         bg = bg[_crop_actor_boxes(bg, window.actors, config.actor_box_margin)]
+    if len(bg) and config.crop_to_views:
+        bg = bg[in_any_view(bg, sources, config.view_margin)]
     if len(bg):
         bg, _, _ = downsample_to_budget(bg, config.voxel_size, config.max_points, rng=rng)
 

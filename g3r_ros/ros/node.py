@@ -181,7 +181,8 @@ class _Throttle:
                 return
             n, self._suppressed[key] = self._suppressed[key], 0
             self._last[key] = now
-        self.logger.warning(msg + (f" ({n} similar suppressed)" if n else ""), *args)
+        text = msg % args if args else msg
+        self.logger.warning(text + (f" ({n} similar suppressed)" if n else ""))
 
 
 @dataclass
@@ -382,19 +383,25 @@ class ReconstructNode(Node):
                 continue
             self._queue_wait.append(time.time() - t_recv)
             try:
-                msg = self._typestore.deserialize_cdr(raw, msgtype)
-            except Exception as e:  # noqa: BLE001 - corrupt CDR: the builder records a 'deserialize' skip
-                self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
-                msg = None
-            if msg is not None and topic in self.window_config.camera_topics:
-                self._track_camera(topic, msg)
-            self._builder.add_message(topic, msg, self._now_s())
-            now = time.monotonic()
-            if now - last_snapshot > 0.1:
-                self._snapshot_builder()
-                last_snapshot = now
-            if self._builder.ready():
-                self._close_window(forced=False)
+                self._ingest(topic, msgtype, raw)
+                now = time.monotonic()
+                if now - last_snapshot > 0.1:
+                    self._snapshot_builder()
+                    last_snapshot = now
+                if self._builder.ready():
+                    self._close_window(forced=False)
+            except Exception as e:  # noqa: BLE001 - the builder never raises on data; this is a bug guard
+                self._count_skip("error", f"{topic}: {type(e).__name__}: {e}")
+
+    def _ingest(self, topic: str, msgtype: str, raw: bytes) -> None:
+        try:
+            msg = self._typestore.deserialize_cdr(raw, msgtype)
+        except Exception as e:  # noqa: BLE001 - corrupt CDR: the builder records a 'deserialize' skip
+            self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
+            msg = None
+        if msg is not None and topic in self.window_config.camera_topics:
+            self._track_camera(topic, msg)
+        self._builder.add_message(topic, msg, self._now_s())
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -466,7 +473,10 @@ class ReconstructNode(Node):
 
     # ------------------------------------------------------------------ worker thread
     def _worker_loop(self) -> None:
-        from ..reconstruct import Cancelled
+        try:
+            from ..reconstruct import Cancelled
+        except ImportError:  # a custom reconstructor does not need the G3R module
+            Cancelled = RuntimeError  # noqa: N806
 
         while True:
             with self._windows_cv:
