@@ -26,8 +26,12 @@ units (:data:`DEFAULT_OUTPUT_SCALE`). After the residual:
   to bring it back;
 - opacity stays a logit (the renderer applies the sigmoid).
 
-The decoder's linear layer is initialised near zero, so a fresh decoder is almost the
-identity on the explicit channels.
+The linear layer does not see the position channels (a fixed input mask zeroes them): a
+decoder must not change a Gaussian's colour or shape because the scene sits elsewhere in
+the world frame, and world coordinates (hundreds of metres for the distant sphere) would
+swamp every other input. The weight keeps its (14,46) shape; the masked columns stay zero.
+The weights start near zero (N(0, 1e-3²), bias 0), so a fresh decoder is almost the
+identity on the explicit channels while still passing gradient to the latents.
 """
 
 from __future__ import annotations
@@ -134,21 +138,27 @@ def state_from_params(params: GaussianParams, latent: torch.Tensor | None = None
 class GaussianDecoder(nn.Module):
     """h (N,46) → renderable Gaussians, in the same (component-local) frame as the state.
 
-    ``decoded_explicit = h[:, :14] + output_scale * tanh(W h + b)``, then
-    :func:`params_from_explicit`. ``output_scale`` is a buffer (saved with the weights).
+    ``decoded_explicit = h[:, :14] + output_scale * tanh(W (m ⊙ h) + b)``, then
+    :func:`params_from_explicit`, where the input mask ``m`` is 0 on the position channels
+    and 1 elsewhere. ``output_scale`` and ``input_mask`` are buffers (saved with the weights).
     """
 
     def __init__(self, output_scale: dict | None = None, init_std: float = DECODER_INIT_STD):
         super().__init__()
         self.linear = nn.Linear(STATE_CHANNELS, EXPLICIT_CHANNELS)
-        nn.init.normal_(self.linear.weight, std=init_std)
-        nn.init.zeros_(self.linear.bias)
+        mask = torch.ones(STATE_CHANNELS)
+        mask[POS] = 0.0
+        with torch.no_grad():
+            nn.init.normal_(self.linear.weight, std=init_std)
+            self.linear.weight.mul_(mask)
+            nn.init.zeros_(self.linear.bias)
         self.register_buffer("output_scale", output_scale_vector(output_scale))
+        self.register_buffer("input_mask", mask)
 
     def residual(self, state: torch.Tensor) -> torch.Tensor:
         """The bounded residual (N,14) added to the explicit channels."""
         _check_state(state)
-        return self.output_scale * torch.tanh(self.linear(state))
+        return self.output_scale * torch.tanh(self.linear(state * self.input_mask))
 
     def decode_explicit(self, state: torch.Tensor) -> torch.Tensor:
         """Decoded explicit channels (N,14), before quaternion normalization and rgb clamp."""

@@ -97,7 +97,7 @@ class NetConfig:
         if self.head_init_std < 0:
             raise ValueError(f"head_init_std must be >= 0, got {self.head_init_std}")
 
-    def resolved(self, component: str) -> "NetConfig":
+    def resolved(self, component: str) -> NetConfig:
         """Copy with voxel_size filled from the component default when unset."""
         if component not in DEFAULT_VOXEL_SIZE:
             raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
@@ -117,7 +117,7 @@ class NetSetConfig:
         for name in COMPONENTS:
             getattr(self, name).validate()
 
-    def resolved(self) -> "NetSetConfig":
+    def resolved(self) -> NetSetConfig:
         return NetSetConfig(**{name: getattr(self, name).resolved(name) for name in COMPONENTS})
 
 

@@ -127,3 +127,15 @@ def test_make_decoders_and_state_dict():
     other = make_decoders()
     other.load_state_dict(sd)
     assert torch.allclose(other["distant"].output_scale[POS], torch.full((3,), 0.05))
+
+
+def test_decoding_is_translation_equivariant():
+    dec = GaussianDecoder()
+    torch.nn.init.normal_(dec.linear.weight, std=1.0)
+    s = _random_state()
+    moved = s.clone()
+    moved[:, POS] += torch.tensor([400.0, -30.0, 5.0])
+    a, b = dec(s), dec(moved)
+    assert torch.allclose(b.means - a.means, torch.tensor([400.0, -30.0, 5.0]).expand(200, 3), atol=1e-3)
+    for f in ("quats", "log_scales", "opacity_logits", "rgb"):
+        assert torch.allclose(getattr(a, f), getattr(b, f), atol=1e-6), f

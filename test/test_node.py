@@ -25,8 +25,8 @@ import torch
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
 
-from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform  # noqa: E402
-from g3r_ros.render.types import GaussianParams  # noqa: E402
+from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform
+from g3r_ros.render.types import GaussianParams
 
 DOMAIN_ID = 72  # unique per ROS test module
 REPO = Path(__file__).resolve().parents[1]
@@ -139,9 +139,10 @@ def write_drive_bag(path: Path) -> dict:
                 w.write_image("/cam2/image_raw", t + 0.05, "cam", _camera_image(i))
                 # TF gap: a frame with no transform at all
                 w.write_image("/cam/image_raw", t + 0.06, "cam_without_tf", _camera_image(i))
-                # out of order: older than the last keyframe
-                w.write_image("/cam/image_raw", t - 0.35, "cam", _camera_image(i))
-                bad = {"decode": 2, "deserialize": 1, "camera_info": 1, "tf": 1, "image_out_of_order": 1}
+                # out of order: arrives now, stamped in the first window (closed already)
+                w.write_raw("/cam/image_raw", "sensor_msgs/msg/Image", t + 0.07,
+                            make_image(t - 1.0, "cam", _camera_image(i)))
+                bad = {"decode": 2, "deserialize": 1, "camera_info": 1, "tf": 1, "out_of_order": 1}
     return bad
 
 
@@ -200,8 +201,8 @@ class Probe:
     def _spin(self):
         try:
             self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down at teardown
-            pass
+        except Exception as e:  # noqa: BLE001 - the context is shut down at teardown
+            self.spin_error = e
 
     def _add(self, lst):
         def cb(msg):
@@ -216,7 +217,8 @@ class Probe:
                 if predicate():
                     return
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last status: "
+                             f"{self.latest_status()}")
 
     def latest_status(self) -> dict:
         from g3r_ros.ros.convert import diagnostic_values
@@ -270,7 +272,7 @@ def session(tmp_path_factory):
         assert node.poll() is None, node.communicate()[1][-3000:]
         player = subprocess.run([sys.executable, "-m", "g3r_ros", "play", str(tmp / "drive"), "--rate", "1.0",
                                  "--wait-for-subscribers", "30"], cwd=tmp, env=ros_env(), capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=120, check=False)
         assert player.returncode == 0, player.stderr[-3000:]
         info["player_out"] = player.stdout
         yield info
@@ -345,7 +347,7 @@ def test_novel_view_for_requested_poses(session):
     facing, up, via_tf = (image_msg_to_array(views[s]) for s in requests)
     assert views[5001.25].header.stamp.sec == 5001 and views[5001.25].header.stamp.nanosec == 250_000_000
     assert facing.shape == (H, W, 3) and views[5001.25].header.frame_id == "g3r_novel_view_optical"
-    assert (facing.max(axis=2) > 10).mean() > 0.5, "the optical-frame pose should look at the wall"
+    assert (facing.max(axis=2) > 10).mean() > 0.25, "the optical-frame pose should look at the wall (~35% of the view)"
     assert (up.max(axis=2) > 10).mean() < 0.05, "identity orientation looks up (optical z = world z)"
     assert np.abs(facing.astype(int) - via_tf.astype(int)).max() <= 2, "the same pose given in base_link via TF"
     assert infos and np.allclose(np.asarray(infos[0].k).reshape(3, 3), K)
@@ -364,9 +366,8 @@ def test_bad_input_is_counted_and_next_window_reconstructs(session):
     def counted():
         s = probe.latest_status()
         w, r = s.get("g3r_ros: window", {}), s.get("g3r_ros: reconstruction", {})
-        return (all(int(w.get(f"skipped:{k}", 0)) >= v for k, v in session["bad"].items()
-                    if k != "image_out_of_order")
-                and int(w.get("note:image_out_of_order", 0)) >= 1 and int(r.get("reconstructions", 0)) >= 3)
+        return (all(int(w.get(f"skipped:{k}", 0)) >= v for k, v in session["bad"].items())
+                and int(r.get("reconstructions", 0)) >= 3)
 
     probe.wait(counted, 60, "skip counters and a reconstruction after the bad input")
     status = probe.latest_status()
@@ -395,8 +396,12 @@ def test_save_map_service_writes_ply(session):
 def test_reconstruct_service_and_sigint_saves_last_map(session):
     probe = session["probe"]
     probe.wait(lambda: probe.maps, 60, "a map")
-    res = probe.call_trigger("reconstruct")  # the bag is over: the current window is (nearly) empty
-    assert isinstance(res.success, bool) and res.message
+    res = probe.call_trigger("reconstruct")  # the bag is over; its tail (< one window) is still buffered
+    assert res.success, res.message
+    probe.wait(lambda: int(probe.latest_status()["g3r_ros: reconstruction"]["reconstructions"]) >= 4, 30,
+               "the forced reconstruction of the last partial window")
+    res = probe.call_trigger("reconstruct")
+    assert not res.success and "no keyframe" in res.message
     code, out, err = _stop(session["node"])
     session["exit"] = (code, out, err)
     assert code == 0, err[-3000:]
@@ -415,6 +420,6 @@ def test_invalid_parameters_are_rejected_at_startup(tmp_path, override, message)
 
     params = write_params_file(tmp_path / "p.yaml", node_params(tmp_path, **override))
     r = subprocess.run([sys.executable, "-m", "g3r_ros.ros.node", "--ros-args", "--params-file", str(params)],
-                       cwd=tmp_path, env=ros_env(), capture_output=True, text=True, timeout=90)
+                       cwd=tmp_path, env=ros_env(), capture_output=True, text=True, timeout=90, check=False)
     assert r.returncode != 0
     assert message in r.stderr, r.stderr[-2000:]

@@ -118,13 +118,21 @@ def test_means2d_grad_is_retained_and_in_the_graph():
     assert not out2.means2d.requires_grad
 
 
+def test_gradients_with_early_exit_blocks_match_reference(monkeypatch):
+    import g3r_ros.render.torch_backend as tb
+
+    monkeypatch.setattr(tb, "K_BLOCK", 4)
+    g, cams = make_scene(300, 24, 20, seed=13, px_size=(3.0, 8.0), logit_range=(1.0, 7.0), dtype=torch.float32)
+    _compare_with_reference(g, cams, bg=torch.tensor([0.9, 0.1, 0.4]), seed=2)
+
+
 def test_gradients_do_not_depend_on_chunking():
     g, cams = make_scene(400, 40, 24, seed=6, dtype=torch.float32)
     w = _weights((1, 24, 40, 3), (1, 24, 40, 1), torch.float32)
     res = []
-    for chunk in (1 << 22, 64 * 4):
+    for chunk, kb in ((1 << 22, 64), (64 * 4, 64), (1 << 22, 3)):
         params = [p.clone().requires_grad_(True) for p in _params(g)]
-        out = render_torch(GaussianParams(*params), cams, None, chunk_elements=chunk)
+        out = render_torch(GaussianParams(*params), cams, None, chunk_elements=chunk, k_block=kb)
         res.append(torch.autograd.grad(_loss(out.rgb, out.alpha, out.depth, w), params))
     for a, b in zip(*res):
         assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-7

@@ -62,6 +62,15 @@ def test_early_termination_and_alpha_cap():
     _compare(out, (rgb, alpha, depth))
 
 
+def test_early_exit_blocks_match_reference():
+    """Small K-blocks: tiles drop out block by block as their pixels stop."""
+    g, cams = make_scene(700, 40, 24, seed=12, px_size=(3.0, 8.0), logit_range=(1.0, 6.0), dtype=torch.float32)
+    ref = reference_render(g, cams, background=torch.tensor([0.5, 0.5, 0.5]))
+    assert (ref[1] > 1 - 2e-4).float().mean() > 0.5
+    for kb in (1, 5, 16):
+        _compare(render_torch(g, cams, torch.tensor([[0.5, 0.5, 0.5]]), k_block=kb), ref)
+
+
 def test_float64_parity_is_tight():
     g, cams = make_scene(300, 33, 25, kind="aniso", seed=4, dtype=torch.float64)
     ref = reference_render(g, cams, background=torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64))
@@ -74,7 +83,8 @@ def test_chunking_does_not_change_the_image():
     a = render_torch(g, cams, None)
     b = render_torch(g, cams, None, chunk_elements=64 * 8)  # one tile per chunk
     c = render_torch(g, cams, None, tile_size=16)
-    for o in (b, c):
+    d = render_torch(g, cams, None, k_block=3)  # many early-exit blocks along K
+    for o in (b, c, d):
         assert (o.rgb - a.rgb).abs().max() <= 1e-5
         assert (o.alpha - a.alpha).abs().max() <= 1e-5
 

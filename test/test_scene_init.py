@@ -121,7 +121,7 @@ def _bg(scene):
 
 
 def test_knn_scale_identity_rotation_and_opacity():
-    scene = init_scene(make_window(), no_distant(max_footprint_px=None))
+    scene = init_scene(make_window(), no_distant(max_footprint_px=None, crop_to_views=False))
     s = _bg(scene)
     pos = s[:, POS]
     assert len(pos) == len(ground_points())  # voxel smaller than the spacing keeps all points
@@ -131,6 +131,18 @@ def test_knn_scale_identity_rotation_and_opacity():
     assert np.allclose(s[:, QUAT], [1, 0, 0, 0])
     assert np.allclose(1 / (1 + np.exp(-s[:, OPACITY])), 0.7, atol=1e-6)
     assert s[:, 14:].std() > 0.005 and abs(s[:, 14:]).max() < 0.1  # small random latents
+
+
+def test_crop_to_views_and_budget():
+    behind = np.array([[-10.0, 0.0, 0.0], [-5.0, 3.0, 1.0]])  # behind every camera
+    win = make_window(extra_points=behind)
+    kept = _bg(init_scene(win, no_distant()))[:, POS]
+    assert np.min(np.linalg.norm(kept[:, None] - behind[None], axis=-1)) > 1.0
+    assert len(kept) < len(ground_points())  # some ground lies outside every view too
+    everything = _bg(init_scene(win, no_distant(crop_to_views=False)))[:, POS]
+    assert len(everything) == len(ground_points()) + 2
+    small = _bg(init_scene(win, no_distant(crop_to_views=False, max_points=100)))
+    assert 50 <= len(small) <= 100
 
 
 def test_footprint_cap():

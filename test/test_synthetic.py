@@ -30,7 +30,8 @@ from g3r_ros.synthetic.primitives import BOX, CYL, ELL, HIT_NONE, part_bounds
 from g3r_ros.synthetic.raycast import PinholeGrid, cast_grid, cast_rays
 
 SEED = 5
-SMALL = dict(frames=4, width=64, height=40, cameras=2, actors=3, lidar_beams=16, lidar_azimuth_steps=360)
+SMALL = {"frames": 4, "width": 64, "height": 40, "cameras": 2, "actors": 3, "lidar_beams": 16,
+         "lidar_azimuth_steps": 360}
 
 
 def small_config(**kw) -> SynthConfig:
@@ -85,8 +86,8 @@ def test_shipped_yaml_mirrors_dataclass_defaults():
     assert load_config(SynthConfig, config_path("synth.yaml")) == SynthConfig()
 
 
-@pytest.mark.parametrize("bad", [dict(cameras=4), dict(width=2), dict(lidar_fov_up_deg=-30.0), dict(frames=0),
-                                 dict(storage="bag"), dict(start_stamp="1.7e9"), dict(actors=True)])
+@pytest.mark.parametrize("bad", [{"cameras": 4}, {"width": 2}, {"lidar_fov_up_deg": -30.0}, {"frames": 0},
+                                 {"storage": "bag"}, {"start_stamp": "1.7e9"}, {"actors": True}])
 def test_bad_config_is_a_value_error(bad):
     with pytest.raises(ValueError):
         from_dict(SynthConfig, bad)
@@ -134,7 +135,7 @@ def test_existing_output_is_refused(drive):
 # Bag contents
 # ---------------------------------------------------------------------------------------
 def test_topics_and_counts(drive, messages):
-    path, summary, scene = drive
+    _, summary, scene = drive
     F = SMALL["frames"]
     counts = {}
     types = {}
@@ -361,6 +362,8 @@ def test_tracks_match_actor_positions(drive, messages):
             p, q = mk.pose.position, mk.pose.orientation
             T = pose_to_transform([p.x, p.y, p.z], quat_xyzw_to_wxyz([q.x, q.y, q.z, q.w]))
             np.testing.assert_allclose(T, scene.actor_pose(mk.id, stamp), atol=1e-9)
+            # the bag's stamp (int ns → float) gives exactly the generator's motion state
+            np.testing.assert_array_equal(scene.actor_pose(mk.id, m.stamp), scene.actor_pose(mk.id, stamp))
             np.testing.assert_allclose([mk.scale.x, mk.scale.y, mk.scale.z], scene.actors[mk.id].size)
             ids.append(mk.id)
             # the box stands on the road, and a ray straight down through its centre hits the car

@@ -82,9 +82,9 @@ def _image_tensor(image: np.ndarray, width: int, height: int, where: str, device
     if img.shape != (height, width, 3):
         raise ValueError(f"{where}: image shape {img.shape} does not match its camera ({height},{width},3)")
     if img.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32) / 255.0
+        t = torch.from_numpy(np.array(img, copy=True)).to(torch.float32) / 255.0
     else:
-        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        t = torch.from_numpy(np.array(img, dtype=np.float32, copy=True))
         if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
             raise ValueError(f"{where}: float image must be finite and in [0,1]")
     return t.unsqueeze(0).to(device)
@@ -185,7 +185,9 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
     schedule is resolved for ``iters`` (``schedule_scale``). time_budget_s: stop once the
     training wall time (evaluation excluded) reaches it. eval_fn(params) -> dict of numbers
     is called on the init, every ``eval_every`` iterations and/or ``eval_every_s`` training
-    seconds, and at the end; its results join that iteration's log entry. render_fn: the
+    seconds (neither given: every ``iters // 20``), and at the end; its results join that
+    iteration's log entry. log_every: one entry per this many iterations (plus evaluation,
+    densification, reset and final iterations). render_fn: the
     renderer (default ``g3r_ros.render.render``). Raises ``ValueError`` on an empty window,
     no source views or an invalid init.
     """
@@ -203,6 +205,8 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
     views = _source_views(window, dev)
     render_fn = render_fn or _default_render()
     cfg = cfg.resolved(iters)
+    if eval_fn is not None and eval_every is None and eval_every_s is None:
+        eval_every = max(1, iters // 20)  # about 20 points on the PSNR-vs-time curve
 
     centers = np.stack([kf.camera.center for kf in window.source_keyframes])
     extent = scene_extent(centers, cfg.extent_factor, cfg.fallback_extent)

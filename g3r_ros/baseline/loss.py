@@ -31,6 +31,11 @@ def ssim(img: torch.Tensor, ref: torch.Tensor, window: int = 11, sigma: float = 
 
     Returns a scalar tensor (differentiable with respect to both inputs).
     """
+    return ssim_map(img, ref, window, sigma).mean()
+
+
+def ssim_map(img: torch.Tensor, ref: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM (B,C,H,W) of two (B,C,H,W) image batches (zero-padded borders)."""
     if img.shape != ref.shape or img.dim() != 4:
         raise ValueError(f"ssim expects two (B,C,H,W) tensors of one shape, got {tuple(img.shape)}, "
                          f"{tuple(ref.shape)}")
@@ -49,7 +54,7 @@ def ssim(img: torch.Tensor, ref: torch.Tensor, window: int = 11, sigma: float = 
     s12 = blur(img * ref) - mu12
     num = (2 * mu12 + _C1) * (2 * s12 + _C2)
     den = (mu1_sq + mu2_sq + _C1) * (s1 + s2 + _C2)
-    return (num / den).mean()
+    return num / den
 
 
 def photometric_loss(render_rgb: torch.Tensor, gt_rgb: torch.Tensor, lambda_dssim: float = 0.2,

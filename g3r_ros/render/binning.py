@@ -7,13 +7,12 @@ No Python loop over tiles or Gaussians. The steps:
    is expanded into (tile, entry) pairs with ``repeat_interleave``;
 3. a stable sort by global tile id (``camera * tiles_per_image + tile``) keeps each tile's
    pairs in depth order;
-4. tiles are grouped into chunks of similar pair counts, each padded to its own K, so
-   padding stays small and the [tiles, pixels, K] work arrays stay within a budget.
+4. tiles are grouped (largest count first) into chunks whose [tiles, pixels, K-block]
+   work arrays stay within a budget; each chunk is padded to its largest count.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -72,12 +71,11 @@ def pixel_box(means2d: torch.Tensor, extent_xy: torch.Tensor, width: int, height
 
 def bin_gaussians(means2d: torch.Tensor, extent_xy: torch.Tensor, depths: torch.Tensor, valid: torch.Tensor,
                   width: int, height: int, tile_size: int = 8, chunk_elements: int = 1 << 22,
-                  pad_ratio: float = 0.7) -> TileBins:
+                  k_block: int = 64) -> TileBins:
     """Bin projected Gaussians into tiles.
 
     means2d: (C,N,2), extent_xy: (C,N,2), depths: (C,N), valid: (C,N) bool (no grad needed).
-    chunk_elements: budget of Tc * tile_size^2 * K per chunk. pad_ratio: a chunk closes when a
-    tile's count falls below this fraction of the chunk's K (limits padding).
+    chunk_elements: budget of Tc * tile_size^2 * k_block (the work arrays of one K-block of a chunk).
     """
     C, N = valid.shape
     dev = valid.device
@@ -106,30 +104,15 @@ def bin_gaussians(means2d: torch.Tensor, extent_xy: torch.Tensor, depths: torch.
         pair_entry = rep[perm]
         tile_count = torch.bincount(tile_sorted, minlength=n_tiles)
         tile_start = torch.cumsum(tile_count, 0) - tile_count
-        chunks = _make_chunks(tile_count, tile_size * tile_size, chunk_elements, pad_ratio)
+        chunks = _make_chunks(tile_count, tile_size * tile_size, chunk_elements, k_block)
     return TileBins(entries=entries, pair_entry=pair_entry, tile_start=tile_start, tile_count=tile_count,
                     tile_size=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, chunks=chunks)
 
 
-def _make_chunks(tile_count: torch.Tensor, pixels: int, chunk_elements: int, pad_ratio: float,
-                 min_elements: int = 1 << 16) -> list:
-    """Group non-empty tiles (largest count first) into (tile_ids, K) chunks.
-
-    A loop over chunks only (a handful): chunk boundaries come from ``searchsorted`` on the
-    descending counts. A chunk holds at most ``chunk_elements`` work elements, closes at the
-    first tile below ``pad_ratio * K`` unless it is still smaller than ``min_elements``.
-    """
+def _make_chunks(tile_count: torch.Tensor, pixels: int, chunk_elements: int, k_block: int) -> list:
+    """Group the non-empty tiles, largest count first, into chunks of at most
+    ``chunk_elements // (pixels * k_block)`` tiles. Returns [(tile_ids (Tc,), K = max count)]."""
     counts, order = torch.sort(tile_count, descending=True, stable=True)
-    neg = (-counts).contiguous()
     n = int((counts > 0).sum())
-    chunks = []
-    s = 0
-    while s < n:
-        K = int(counts[s])
-        max_tiles = max(1, chunk_elements // (pixels * K))
-        min_tiles = max(1, -(-min_elements // (pixels * K)))
-        e_ratio = int(torch.searchsorted(neg, -math.ceil(pad_ratio * K), right=True)) if pad_ratio > 0 else n
-        e = min(n, s + max_tiles, max(e_ratio, s + min_tiles))
-        chunks.append((order[s:e], K))
-        s = e
-    return chunks
+    per = max(1, chunk_elements // (pixels * k_block))
+    return [(order[s:min(n, s + per)], int(counts[s])) for s in range(0, n, per)]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..geometry import CameraBatch
 from .binning import bin_gaussians
-from .composite import EXP_FLOOR, composite_tiles, tile_monomials
+from .composite import K_BLOCK, LOG_ALPHA_MAX, composite_tiles, tile_monomials
 from .projection import Projection, project_gaussians, quat_scale_to_covar
 from .types import GaussianParams, RenderOutput
 
@@ -39,66 +39,43 @@ def _entry_table(gaussians: GaussianParams, proj: Projection, entries: torch.Ten
         cols.append(proj.depths.reshape(-1)[entries, None])
     table = torch.cat(cols, 1)
     pad = torch.zeros(1, table.shape[1], dtype=table.dtype, device=table.device)
-    pad[0, 5] = 4.0 * EXP_FLOOR
+    pad[0, 5] = -1000.0
     return torch.cat([table, pad], 0)
-
-
-def _chunk_inputs(table: torch.Tensor, idx: torch.Tensor, tile_ids: torch.Tensor, tiles_x: int,
-                  tiles_per_image: int, tile_size: int):
-    """Gather one chunk. idx: (Tc,K) rows of ``table``. Returns coef (Tc,6,K), feat (Tc,F,K)."""
-    Tc, K = idx.shape
-    g = table[idx.reshape(-1)].reshape(Tc, K, -1)
-    # The expansion around the tile centre cancels large terms for long, thin Gaussians far
-    # from their centre (a mx^2 ~ b mx my ~ 1e3): form the 6 coefficients in float64 (cheap,
-    # (Tc,K) only), so the float32 matmul only sums well-conditioned terms.
-    cdt = torch.float64 if table.dtype in (torch.float32, torch.float16, torch.bfloat16) else table.dtype
-    q = g[..., :6].to(cdt)
-    local = tile_ids % tiles_per_image
-    ox = ((local % tiles_x) * tile_size + tile_size / 2.0).to(cdt)[:, None]
-    oy = ((local // tiles_x) * tile_size + tile_size / 2.0).to(cdt)[:, None]
-    mx = q[..., 0] - ox
-    my = q[..., 1] - oy
-    a, b, c, logop = q[..., 2], q[..., 3], q[..., 4], q[..., 5]
-    # log alpha = logop - (a dx^2 / 2 + b dx dy + c dy^2 / 2), dx = u - mx, dy = v - my.
-    bx, by = b * mx, b * my
-    coef = torch.stack([
-        logop - 0.5 * a * mx * mx - bx * my - 0.5 * c * my * my,
-        a * mx + by,
-        c * my + bx,
-        -0.5 * a,
-        -b,
-        -0.5 * c,
-    ], 1).to(table.dtype)
-    feat = g[..., 6:].transpose(1, 2)
-    return coef, feat
 
 
 def render_torch(gaussians: GaussianParams, cameras: CameraBatch, background: torch.Tensor | None,
                  render_depth: bool = True, tile_size: int = TILE_SIZE,
-                 chunk_elements: int = CHUNK_ELEMENTS) -> RenderOutput:
+                 chunk_elements: int | None = None, k_block: int | None = None) -> RenderOutput:
     """Render with the torch backend. Inputs are assumed validated (see ``render``).
 
     gaussians: N Gaussians (world). cameras: C cameras (same dtype/device as the Gaussians).
-    background: (C,3) or None (black). Returns rgb (C,H,W,3), alpha (C,H,W,1),
+    background: (C,3) or None (black). tile_size, chunk_elements, k_block: performance knobs
+    (tiles of tile_size^2 pixels; work-array budget; Gaussians per early-exit block). Returns rgb (C,H,W,3), alpha (C,H,W,1),
     depth (C,H,W,1) or None, means2d (C,N,2) and radii (C,N) int32.
     """
     C, H, W = len(cameras), cameras.height, cameras.width
+    chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    k_block = K_BLOCK if k_block is None else k_block
     dtype, dev = gaussians.means.dtype, gaussians.means.device
     proj = project(gaussians, cameras)
     bins = bin_gaussians(proj.means2d, proj.extent_xy, proj.depths, proj.valid, W, H, tile_size=tile_size,
-                         chunk_elements=chunk_elements)
+                         chunk_elements=chunk_elements, k_block=k_block)
     n_feat = 4 if render_depth else 3
     P = tile_size * tile_size
     tiles_per_image = bins.tiles_x * bins.tiles_y
     n_tiles = C * tiles_per_image
     table = _entry_table(gaussians, proj, bins.entries, render_depth)
     mono = tile_monomials(tile_size, dtype=dtype, device=dev)
+    # Only Gaussians with opacity >= ALPHA_MAX can hit the alpha cap.
+    may_cap = bool((table[:-1, 5] >= LOG_ALPHA_MAX - 1e-6).any())
 
     outs, trans, ids = [], [], []
     for tile_ids, K in bins.chunks:
         idx = bins.padded_index(tile_ids, K)
-        coef, feat = _chunk_inputs(table, idx, tile_ids, bins.tiles_x, tiles_per_image, tile_size)
-        out, t_final = composite_tiles(mono, coef, feat)
+        local = tile_ids % tiles_per_image
+        origin = torch.stack([(local % bins.tiles_x) * tile_size, (local // bins.tiles_x) * tile_size], 1)
+        origin = origin.to(dtype) + tile_size / 2.0
+        out, t_final = composite_tiles(mono, table, idx, origin, bins.tile_count[tile_ids], may_cap, k_block)
         outs.append(out)
         trans.append(t_final)
         ids.append(tile_ids)

@@ -48,6 +48,7 @@ NODE_NAME = "reconstruct_node"
 # Message types whose CDR starts with std_msgs/Header (stamp readable without deserializing).
 _HEADER_FIRST = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
                  "sensor_msgs/msg/PointCloud2"}
+LATENCY_PLAUSIBLE_S = 10.0  # stamp-to-callback latency samples beyond this are replayed stamps, not latency
 MAX_EVAL_VIEWS = 4  # source / held-out views rendered per reconstruction for the PSNR in ~/status
 
 
@@ -240,6 +241,9 @@ class ReconstructNode(Node):
         self._builder_stats: dict = {}
         self._window_span = [None, None]  # camera header stamps since the last build
         self._first_camera_frame: str | None = None
+        self._window_start: float | None = None  # last keyframe stamp of the last built window
+        self._last_stamp: dict[str, float] = {}
+        self._time_jump_s = max(10.0, 2.0 * cfg.window_seconds)
         self._map: MapState | None = None
         self._counts = collections.Counter()
         self._last_saved: str = ""
@@ -261,7 +265,6 @@ class ReconstructNode(Node):
     def _make_interfaces(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
-        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
         from std_srvs.srv import Trigger
@@ -278,14 +281,12 @@ class ReconstructNode(Node):
                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._sensor_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = ReentrantCallbackGroup()
 
         def raw_sub(cls, topic, qos):
             msgtype = f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
             has_header = msgtype in _HEADER_FIRST
             self.create_subscription(cls, topic, lambda raw: self._on_raw(raw, topic, msgtype, has_header), qos,
-                                     raw=True, callback_group=self._sensor_group)
+                                     raw=True)
 
         image_cls = CompressedImage if cfg.image_transport == "compressed" else Image
         info_topics = []
@@ -308,10 +309,9 @@ class ReconstructNode(Node):
         self.view_pub = self.create_publisher(Image, "~/novel_view/image", QoSProfile(depth=10))
         self.view_info_pub = self.create_publisher(CameraInfo, "~/novel_view/camera_info", QoSProfile(depth=10))
         self.status_pub = self.create_publisher(DiagnosticArray, "~/status", QoSProfile(depth=5))
-        self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, QoSProfile(depth=10),
-                                 callback_group=self._sensor_group)
-        self.create_service(Trigger, "~/reconstruct", self._srv_reconstruct, callback_group=self._service_group)
-        self.create_service(Trigger, "~/save_map", self._srv_save_map, callback_group=self._service_group)
+        self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, QoSProfile(depth=10))
+        self.create_service(Trigger, "~/reconstruct", self._srv_reconstruct)
+        self.create_service(Trigger, "~/save_map", self._srv_save_map)
 
     # ------------------------------------------------------------------ callbacks (never block)
     def _on_raw(self, raw: bytes, topic: str, msgtype: str, has_header: bool) -> None:
@@ -319,7 +319,7 @@ class ReconstructNode(Node):
         self._received[topic] += 1
         if has_header and not self.cfg.use_sim_time:
             stamp = header_stamp_from_cdr(raw)
-            if stamp is not None:
+            if stamp is not None and -1.0 < now - stamp < LATENCY_PLAUSIBLE_S:  # live stamps only, not a replay
                 self._latency.append(now - stamp)
         try:
             self._inbox.put_nowait((topic, msgtype, raw, now))
@@ -340,13 +340,17 @@ class ReconstructNode(Node):
             self._render_requests.put_nowait(msg)
 
     def _srv_reconstruct(self, request, response):
-        done = threading.Event()
-        reply: dict = {}
-        self._control.put(("reconstruct", done, reply))
-        if not done.wait(timeout=10.0):
-            response.success, response.message = False, "window builder did not answer within 10 s"
-        else:
-            response.success, response.message = reply["ok"], reply["message"]
+        """Ask the builder thread to close the current window now and queue it (does not wait:
+        the executor thread must not block). Refused when the window has no keyframe yet."""
+        keyframes = int(self._builder_stats.get("keyframes", 0))
+        if keyframes == 0:
+            response.success = False
+            response.message = "nothing to reconstruct: the current window has no keyframe yet"
+            return response
+        self._control.put("reconstruct")
+        response.success = True
+        response.message = (f"reconstruction of the current window ({keyframes} keyframes) requested; "
+                            "watch ~/status and ~/gaussian_map")
         return response
 
     def _srv_save_map(self, request, response):
@@ -394,6 +398,8 @@ class ReconstructNode(Node):
                 self._count_skip("error", f"{topic}: {type(e).__name__}: {e}")
 
     def _ingest(self, topic: str, msgtype: str, raw: bytes) -> None:
+        if msgtype in _HEADER_FIRST and not self._check_order(topic, header_stamp_from_cdr(raw)):
+            return
         try:
             msg = self._typestore.deserialize_cdr(raw, msgtype)
         except Exception as e:  # noqa: BLE001 - corrupt CDR: the builder records a 'deserialize' skip
@@ -402,6 +408,47 @@ class ReconstructNode(Node):
         if msg is not None and topic in self.window_config.camera_topics:
             self._track_camera(topic, msg)
         self._builder.add_message(topic, msg, self._now_s())
+
+    def _check_order(self, topic: str, stamp: float | None) -> bool:
+        """Stamp bookkeeping before decoding; False drops the message.
+
+        - older than the start of the current window by more than ``window.tf_wait_s`` (it
+          belongs to a window already closed): dropped, counted as skipped ``out_of_order``;
+        - older than the previous message on its topic, within the window: kept (the
+          builder orders by stamp), counted as ``note:out_of_order``;
+        - a jump back by more than ``time_jump_s`` (a looped bag, a restarted log):
+          the window, its TF and its stamp history are reset, with a warning.
+        """
+        if stamp is None:
+            return True
+        start = self._window_start
+        if start is not None and stamp < start - self.cfg.window_tf_wait_s:
+            if stamp < start - self._time_jump_s:
+                self.get_logger().warning(f"time jumped back {start - stamp:.1f} s on {topic} (looped bag?): "
+                                          "resetting the window and the TF buffer")
+                self._reset_builder()
+            else:
+                self._count_skip("out_of_order", f"{topic} stamp {stamp:.3f} is older than the current window "
+                                                 f"(starts {start:.3f})")
+                return False
+        last = self._last_stamp.get(topic)
+        if last is not None and stamp < last:
+            with self._lock:
+                self._notes_total["out_of_order"] += 1
+            self._throttle.warn("order", "%s: stamp %.3f is older than the previous one (%.3f)", topic, stamp, last)
+        self._last_stamp[topic] = stamp if last is None else max(last, stamp)
+        return True
+
+    def _reset_builder(self) -> None:
+        from ..window_builder import WindowBuilder
+
+        self._builder = WindowBuilder(self.window_config, name=self.get_name())
+        self.tf = self._builder.tf
+        self._window_start = None
+        self._last_stamp.clear()
+        self._window_span = [None, None]
+        with self._lock:
+            self._counts["time_resets"] += 1
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -422,13 +469,12 @@ class ReconstructNode(Node):
     def _serve_control(self) -> None:
         while True:
             try:
-                kind, done, reply = self._control.get_nowait()
+                kind = self._control.get_nowait()
             except queue.Empty:
                 return
             if kind == "reconstruct":
                 ok, message = self._close_window(forced=True)
-                reply.update(ok=ok, message=message)
-            done.set()
+                (self.get_logger().info if ok else self.get_logger().warning)(f"~/reconstruct: {message}")
 
     def _close_window(self, forced: bool) -> tuple[bool, str]:
         """Build the current window; queue it for reconstruction (every n-th, or ``forced``)."""
@@ -447,6 +493,7 @@ class ReconstructNode(Node):
             self._counts["windows_built"] += 1
             n = self._counts["windows_built"]
         self._window_span = [None, None]
+        self._window_start = window.keyframes[-1].stamp
         self._snapshot_builder()
         if not forced and n % self.cfg.reconstruction_every:
             with self._lock:
@@ -476,7 +523,7 @@ class ReconstructNode(Node):
         try:
             from ..reconstruct import Cancelled
         except ImportError:  # a custom reconstructor does not need the G3R module
-            Cancelled = RuntimeError  # noqa: N806
+            Cancelled = RuntimeError
 
         while True:
             with self._windows_cv:
@@ -651,7 +698,7 @@ class ReconstructNode(Node):
         inputs.update({f"dropped:{t}": n for t, n in sorted(self._inbox_dropped.items())})
         window = {"fill": fill, "keyframes": b.get("keyframes", 0), "lidar_scans": b.get("lidar_scans", 0),
                   "points": b.get("points", 0), "pending": b.get("pending", 0),
-                  "windows_built": counts.get("windows_built", 0),
+                  "windows_built": counts.get("windows_built", 0), "time_resets": counts.get("time_resets", 0),
                   "skipped_total": sum(skipped.values())}
         window.update({f"skipped:{k}": v for k, v in sorted(skipped.items())})
         window.update({f"note:{k}": v for k, v in sorted(notes.items())})
@@ -726,7 +773,7 @@ class ReconstructNode(Node):
 def main(args=None) -> int:
     """``ros2 run g3r_ros reconstruct_node`` / ``python -m g3r_ros.ros.node [--ros-args ...]``."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -740,7 +787,8 @@ def main(args=None) -> int:
         except ValueError as e:  # invalid parameters, missing model, unavailable device
             print(f"reconstruct_node: invalid configuration: {e}", file=sys.stderr, flush=True)
             return 2
-        executor = MultiThreadedExecutor(num_threads=2)
+        # One thread: callbacks only enqueue, and rclpy's multi-threaded executor can reorder a topic's messages.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
             executor.spin()

@@ -34,7 +34,7 @@ class KernelMap:
     center: int | None
     pairs: tuple
 
-    def transposed(self) -> "KernelMap":
+    def transposed(self) -> KernelMap:
         """The map with input and output swapped (a transposed convolution)."""
         return KernelMap(self.num_out, self.num_in, self.kernel_volume, self.center,
                          tuple((k, i, o) for k, o, i in self.pairs))

@@ -29,7 +29,7 @@ class SparseTensor:
             raise ValueError(f"feats must be ({n}, C) for stride {self.stride}, got {tuple(self.feats.shape)}")
 
     @classmethod
-    def from_coords(cls, coords: torch.Tensor, feats: torch.Tensor) -> "SparseTensor":
+    def from_coords(cls, coords: torch.Tensor, feats: torch.Tensor) -> SparseTensor:
         """Level-1 tensor from unique coords (M,4) int64 [b,x,y,z] (any order) and feats (M,C)."""
         check_coords(coords)
         if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
@@ -57,6 +57,6 @@ class SparseTensor:
     def channels(self) -> int:
         return int(self.feats.shape[1])
 
-    def replace(self, feats: torch.Tensor) -> "SparseTensor":
+    def replace(self, feats: torch.Tensor) -> SparseTensor:
         """Same voxels, new features (M,C')."""
         return SparseTensor(feats, self.stride, self.manager)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..bag import DriveBagWriter, iter_bag_messages, make_message
+from ..bag import DriveBagWriter, bag_topics, iter_bag_messages, make_message
 from ..config import from_dict
 from .config import GENERATOR_VERSION, SynthConfig
 from .lidar import LidarScan
@@ -49,12 +49,13 @@ def scene_from_json(text: str) -> SyntheticScene:
 
 def scene_from_bag(path, topic: str | None = None) -> SyntheticScene:
     """The exact scene of a synthetic bag, from its ``/synth/scene`` message (or ``topic``)."""
-    for m in iter_bag_messages(path):
-        if (topic is None and m.topic.endswith("/scene") and m.msgtype == STRING) or m.topic == topic:
-            if m.msg is None:
-                raise ValueError(f"{path}: cannot decode {m.topic}")
-            return scene_from_json(m.msg.data)
-    raise ValueError(f"{path}: no synthetic scene description topic (…/scene, {STRING}) in this bag")
+    topics = [t for t, typ in bag_topics(path).items()
+              if typ == STRING and (t == topic if topic else t.endswith("/scene"))]
+    for m in iter_bag_messages(path, topics=topics[:1]):
+        if m.msg is None:
+            raise ValueError(f"{path}: cannot decode {m.topic}")
+        return scene_from_json(m.msg.data)
+    raise ValueError(f"{path}: no synthetic scene description topic ({topic or '…/scene'}, {STRING}) in this bag")
 
 
 def write_static(w: DriveBagWriter, scene: SyntheticScene) -> None:

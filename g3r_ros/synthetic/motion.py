@@ -111,7 +111,7 @@ def make_actors(seed: int, lay: StreetLayout, ego: Trajectory, n: int, duration:
         li = int(rng.choice(len(lanes), p=weights))
         s, y = lanes[li]
         car = random_car(rng)
-        L, W, H = car["size"]
+        L, _, H = car["size"]
         if s > 0:
             v = ego.v + rng.uniform(0.3, 2.0)
         else:

@@ -42,11 +42,12 @@ def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 
                         (lay.y_right, lay.y_left, lay.asphalt)):
         quad = np.array([[lay.x_lo, y0], [lay.x_hi, y0], [lay.x_hi, y1], [lay.x_lo, y1]])
         ax.add_patch(Polygon(_road_to_map(scene, quad), closed=True, color=np.clip(col, 0, 1), lw=0))
-    for s in (-1, 1):
-        for k in range(lay.lanes_per_dir + 1):
-            y = s * k * lay.lane_width
-            line = _road_to_map(scene, np.array([[lay.x_lo, y], [lay.x_hi, y]]))
-            ax.plot(line[:, 0], line[:, 1], color="w" if k else "y", lw=0.6, ls="-" if k != 1 else "--")
+    n = lay.lanes_per_dir
+    lines = [(0.0, "y", "-")] + [(s * k * lay.lane_width, "w", "--" if k < n else "-")
+                                 for s in (-1, 1) for k in range(1, n + 1)]
+    for y, colour, style in lines:
+        line = _road_to_map(scene, np.array([[lay.x_lo, y], [lay.x_hi, y]]))
+        ax.plot(line[:, 0], line[:, 1], color=colour, lw=0.6, ls=style)
     for g in geom.groups:
         if g.actor >= 0:
             continue
@@ -68,8 +69,10 @@ def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 
         scan = lidar_scan(scene, scene.stamps[i], i)
         pts.append(transform_points(scene.lidar_pose(scene.stamps[i]), scan.points.astype(np.float64)))
     if pts:
-        P = np.concatenate(pts)[::3]
-        ax.scatter(P[:, 0], P[:, 1], c=P[:, 2], s=0.15, cmap="turbo", vmin=-0.5, vmax=6.0, lw=0, alpha=0.8)
+        P = np.concatenate(pts)
+        P = P[P[:, 2] > 0.3]          # above the kerbs: objects, not the ground
+        ax.scatter(P[:, 0], P[:, 1], c=P[:, 2], s=0.6, cmap="turbo", vmin=0.0, vmax=8.0, lw=0, alpha=0.9,
+                   label="LiDAR returns above 0.3 m")
     for a in scene.actors:
         track = np.stack([scene.actor_pose(a.actor_id, s)[:2, 3] for s in scene.stamps])
         ax.plot(track[:, 0], track[:, 1], "-", color="orange", lw=1.0)
@@ -82,10 +85,10 @@ def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 
     ax.plot(ego[0, 0], ego[0, 1], "ro", ms=3)
     ax.set_xlim(x_lo, x_hi)
     yc = ego[:, 1].mean()
-    half = (x_hi - x_lo) * 0.12
+    half = max((x_hi - x_lo) * 0.14, 22.0)
     ax.set_ylim(yc - half, yc + half)
     ax.set_aspect("equal")
-    ax.set_title("bird's-eye view (map frame; LiDAR coloured by height)", fontsize=8)
+    ax.set_title("bird's-eye view (map frame): street, objects, actor tracks (orange), LiDAR by height", fontsize=8)
     ax.tick_params(labelsize=6)
     ax.legend(loc="upper left", fontsize=6)
 

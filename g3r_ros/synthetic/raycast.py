@@ -119,8 +119,8 @@ class Terrain:
 def intersect_terrain(o: np.ndarray, d: np.ndarray, terrain: Terrain):
     """o (3,) or (N,3), d (N,3) → t (N,), code (N,) int32 (HIT_ROAD/HIT_SIDEWALK/HIT_KERB/HIT_NONE)."""
     o = np.broadcast_to(o, d.shape)
-    ox, oy, oz = o[:, 0], o[:, 1], o[:, 2]
-    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    oy, oz = o[:, 1], o[:, 2]
+    dy, dz = d[:, 1], d[:, 2]
     yr, yl, h = terrain.y_right, terrain.y_left, terrain.kerb_height
     t = np.full(len(d), np.inf)
     code = np.full(len(d), HIT_NONE, dtype=np.int32)

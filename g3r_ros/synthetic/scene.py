@@ -93,8 +93,12 @@ class SyntheticScene:
         return float(self.stamps[0])
 
     def tau(self, stamp: float) -> float:
-        """Seconds since the first frame."""
-        return float(stamp) - self.t0
+        """Seconds since the first frame, snapped to whole microseconds: a stamp that went
+        through a bag (float → int ns → float) maps to exactly the same motion state."""
+        stamp = float(stamp)
+        if not np.isfinite(stamp):
+            raise ValueError(f"stamp must be finite, got {stamp}")
+        return round((stamp - self.t0) * 1e6) / 1e6
 
     def ego_pose(self, stamp: float) -> np.ndarray:
         """T_map_base (4,4) at ``stamp`` (seconds)."""

@@ -7,8 +7,24 @@ from __future__ import annotations
 import numpy as np
 
 from . import textures
-from .primitives import (BARK, BOX, CAR_BODY, CAR_CABIN, CYL, ELL, FACADE, FOLIAGE, HIT_KERB, HIT_NONE, HIT_ROAD,
-                         HIT_SIDEWALK, LAMP, METAL, SIGN, TIRE)
+from .primitives import (
+    BARK,
+    BOX,
+    CAR_BODY,
+    CAR_CABIN,
+    CYL,
+    ELL,
+    FACADE,
+    FOLIAGE,
+    HIT_KERB,
+    HIT_NONE,
+    HIT_ROAD,
+    HIT_SIDEWALK,
+    LAMP,
+    METAL,
+    SIGN,
+    TIRE,
+)
 from .raycast import PosedGroups
 from .sky import sky_colour
 

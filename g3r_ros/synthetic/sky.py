@@ -56,11 +56,11 @@ def make_lighting(seed: int) -> tuple[Lighting, Sky]:
     sun_dir = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     kelvin = rng.uniform(3800.0, 7000.0)
     overcast = rng.uniform(0.0, 1.0)
-    sun = kelvin_to_rgb(kelvin) * rng.uniform(0.65, 0.85) * (1.0 - 0.45 * overcast)
+    sun = kelvin_to_rgb(kelvin) * rng.uniform(0.75, 0.95) * (1.0 - 0.45 * overcast)
     zenith = np.array([rng.uniform(0.18, 0.35), rng.uniform(0.35, 0.55), rng.uniform(0.7, 0.95)])
     zenith = zenith * (1 - 0.5 * overcast) + 0.5 * overcast * np.array([0.7, 0.72, 0.75])
     horizon = np.clip(np.array([0.78, 0.84, 0.92]) * rng.uniform(0.9, 1.05) * (0.9 + 0.1 * kelvin_to_rgb(kelvin)), 0, 1)
-    ambient = (0.6 * horizon + 0.4 * zenith) * rng.uniform(0.42, 0.55) * (1.0 + 0.35 * overcast)
+    ambient = (0.6 * horizon + 0.4 * zenith) * rng.uniform(0.48, 0.6) * (1.0 + 0.35 * overcast)
     light = Lighting(sun_dir, sun, ambient, kelvin)
     kind = rng.choice(3)
     sky = Sky(

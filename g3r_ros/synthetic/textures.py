@@ -93,13 +93,19 @@ def kerb_face(p: np.ndarray, lay: StreetLayout, noise: NoiseBank):
 # ---------------------------------------------------------------------------------------
 # Buildings
 # ---------------------------------------------------------------------------------------
+def _where(mask):
+    return np.flatnonzero(mask)
+
+
 def facade(p, n, shape, prm, noise: NoiseBank):
     """Walls (plaster / brick / panels / glass curtain) with window grids, shop fronts, doors,
-    ledges and cornices; flat roofs. Params: see ``layout._facade_params``."""
+    ledges and cornices; flat roofs. Params: see ``layout._facade_params``. Each feature is
+    evaluated only on the points it covers."""
+    M = len(p)
     wall, style, sh = prm[:, 0:3], prm[:, 3], prm[:, 4]
     ww, wh, bay, sill = prm[:, 5].copy(), prm[:, 6].copy(), prm[:, 7], prm[:, 8].copy()
-    frame, glass, door_u, shop = prm[:, 9:12], prm[:, 12:15], prm[:, 15], prm[:, 16] > 0.5
-    accent, ch, side, lit_p, roof_tone = prm[:, 17:20], prm[:, 20].astype(np.int64), prm[:, 21], prm[:, 22], prm[:, 23]
+    door_u, shop = prm[:, 15], prm[:, 16] > 0.5
+    ch, side, lit_p = prm[:, 20].astype(np.int64), prm[:, 21], prm[:, 22]
     along_x = np.abs(n[:, 1]) > 0.5
     roof = n[:, 2] > 0.5
     u = np.where(along_x, p[:, 0] - shape[:, 0], p[:, 1] - shape[:, 1])
@@ -108,21 +114,29 @@ def facade(p, n, shape, prm, noise: NoiseBank):
     height = shape[:, 5] - shape[:, 2]
     street = n[:, 1] * side < -0.5
     g = noise.fbm(u * 0.6 + 31.0 * side, v * 0.6, 2, ch=ch)
-    grain = noise.cell(np.floor(u * 30.0), np.floor(v * 30.0), ch=ch + 1)
-    # wall material
-    col = wall * (0.88 + 0.2 * g + 0.06 * (grain - 0.5))[:, None]
-    row = np.floor(v / 0.075)
-    off = np.mod(row, 2) * 0.12
-    bcol = np.floor((u + off) / 0.24)
-    mortar = (_frac((u + off) / 0.24) < 0.05) | (_frac(v / 0.075) < 0.15)
-    brick = wall * (0.78 + 0.4 * noise.cell(bcol, row, ch=ch + 2))[:, None] * (0.92 + 0.16 * g)[:, None]
-    brick = _mix(brick, np.array([0.72, 0.7, 0.66]) * (0.9 + 0.1 * g)[:, None], mortar)
-    col = _mix(col, brick, style == 1)
-    pw, ph = bay * 0.5, sh * 0.5
-    pj = (np.abs(_frac(u / pw + 0.5) - 0.5) * pw < 0.02) | (np.abs(_frac(v / ph + 0.5) - 0.5) * ph < 0.02)
-    panel = wall * (0.9 + 0.12 * noise.cell(np.floor(u / pw), np.floor(v / ph), ch=ch + 2))[:, None]
-    col = _mix(col, panel * np.where(pj, 0.6, 1.0)[:, None], style == 2)
-    curtain = style == 3
+    # wall material, per style
+    col = np.empty((M, 3))
+    i = _where(style < 0.5)                                   # plaster
+    if len(i):
+        grain = noise.cell(np.floor(u[i] * 30.0), np.floor(v[i] * 30.0), ch=ch[i] + 1)
+        col[i] = wall[i] * (0.88 + 0.2 * g[i] + 0.06 * (grain - 0.5))[:, None]
+    i = _where(np.abs(style - 1) < 0.5)                       # brick
+    if len(i):
+        ui, vi_, gi = u[i], v[i], g[i]
+        row = np.floor(vi_ / 0.075)
+        off = np.mod(row, 2) * 0.12
+        bcol = np.floor((ui + off) / 0.24)
+        mortar = (_frac((ui + off) / 0.24) < 0.05) | (_frac(vi_ / 0.075) < 0.15)
+        brick = wall[i] * ((0.78 + 0.4 * noise.cell(bcol, row, ch=ch[i] + 2)) * (0.92 + 0.16 * gi))[:, None]
+        col[i] = _mix(brick, np.array([0.72, 0.7, 0.66]) * (0.9 + 0.1 * gi)[:, None], mortar)
+    i = _where(style > 1.5)                                   # panels (also behind curtain glass)
+    if len(i):
+        pw, ph = bay[i] * 0.5, sh[i] * 0.5
+        ui, vi_ = u[i], v[i]
+        pj = (np.abs(_frac(ui / pw + 0.5) - 0.5) * pw < 0.02) | (np.abs(_frac(vi_ / ph + 0.5) - 0.5) * ph < 0.02)
+        tone = 0.9 + 0.12 * noise.cell(np.floor(ui / pw), np.floor(vi_ / ph), ch=ch[i] + 2)
+        col[i] = wall[i] * (tone * np.where(pj, 0.6, 1.0))[:, None]
+    curtain = style > 2.5
     ww = np.where(curtain, bay - 0.14, ww)
     wh = np.where(curtain, sh - 0.3, wh)
     sill = np.where(curtain, 0.15, sill)
@@ -133,40 +147,46 @@ def facade(p, n, shape, prm, noise: NoiseBank):
     margin = (face_len - nb * bay) / 2
     bu = np.floor((u - margin) / bay)
     ui = u - margin - (bu + 0.5) * bay
-    in_bay = (bu >= 0) & (bu < nb) & (v < height - 0.45)
-    win = in_bay & (np.abs(ui) < ww / 2) & (vi > sill) & (vi < sill + wh)
-    frm = in_bay & (np.abs(ui) < ww / 2 + 0.08) & (vi > sill - 0.1) & (vi < sill + wh + 0.08) & ~win
-    ground = (s == 0) & (shape[:, 2] < 0.5)
-    shopwin = ground & shop & (np.abs(ui) < bay * 0.42) & (vi > 0.35) & (vi < sh - 0.75) & in_bay
-    awning = ground & shop & (vi > sh - 0.65) & (vi < sh - 0.25) & street
-    win = np.where(ground & shop, shopwin, win)
-    frm = np.where(ground & shop, in_bay & ground & (np.abs(ui) < bay * 0.42 + 0.08) & (vi > 0.27)
-                   & (vi < sh - 0.67) & ~shopwin, frm)
-    mull = win & (np.abs(ui) < 0.025) & ~curtain
-    cw = noise.cell(bu + 100 * (n[:, 0] + 2 * n[:, 1]), s, ch=ch + 3)
-    cw2 = noise.cell(bu + 100 * (n[:, 0] + 2 * n[:, 1]), s, ch=ch + 4)
-    grad = np.clip((vi - sill) / np.maximum(wh, 0.1), 0.0, 1.0)
-    gcol = glass * (0.65 + 0.6 * cw)[:, None] + (0.14 * grad)[:, None] * np.array([0.7, 0.8, 0.9])
-    gcol = _mix(gcol, np.array([0.95, 0.82, 0.55]) * (0.75 + 0.2 * cw)[:, None], cw2 < lit_p)
-    blinds = (cw2 > 0.6) & (cw2 < 0.8) & (grad > 0.45)
-    gcol = _mix(gcol, np.array([0.82, 0.78, 0.68]) * (0.85 + 0.1 * g)[:, None], blinds & ~curtain)
-    col = _mix(col, frame, frm | mull)
-    col = _mix(col, gcol, win & ~mull)
-    stripes = np.where(_frac(u / 0.5) < 0.5, 1.0, 0.82)
-    col = _mix(col, accent * stripes[:, None], awning)
+    aui = np.abs(ui)
+    in_bay = (bu >= 0) & (bu < nb) & (v < height - 0.45) & ~roof
+    win = in_bay & (aui < ww / 2) & (vi > sill) & (vi < sill + wh)
+    frm = in_bay & (aui < ww / 2 + 0.08) & (vi > sill - 0.1) & (vi < sill + wh + 0.08) & ~win
+    ground = (s == 0) & (shape[:, 2] < 0.5) & ~roof
+    gshop = ground & shop
+    if gshop.any():
+        shopwin = gshop & (aui < bay * 0.42) & (vi > 0.35) & (vi < sh - 0.75) & in_bay
+        win = np.where(gshop, shopwin, win)
+        frm = np.where(gshop, in_bay & (aui < bay * 0.42 + 0.08) & (vi > 0.27) & (vi < sh - 0.67) & ~shopwin, frm)
+        i = _where(gshop & (vi > sh - 0.65) & (vi < sh - 0.25) & street)     # awning
+        col[i] = prm[i, 17:20] * np.where(_frac(u[i] / 0.5) < 0.5, 1.0, 0.82)[:, None]
+    mull = win & (aui < 0.025) & ~curtain
+    i = _where(frm | mull)
+    col[i] = prm[i, 9:12]
+    i = _where(win & ~mull)                                   # glass
+    if len(i):
+        key = bu[i] + 100 * (n[i, 0] + 2 * n[i, 1])
+        cw = noise.cell(key, s[i], ch=ch[i] + 3)
+        cw2 = noise.cell(key, s[i], ch=ch[i] + 4)
+        grad = np.clip((vi[i] - sill[i]) / np.maximum(wh[i], 0.1), 0.0, 1.0)
+        gcol = prm[i, 12:15] * (0.65 + 0.6 * cw)[:, None] + (0.14 * grad)[:, None] * np.array([0.7, 0.8, 0.9])
+        gcol = _mix(gcol, np.array([0.95, 0.82, 0.55]) * (0.75 + 0.2 * cw)[:, None], cw2 < lit_p[i])
+        blinds = (cw2 > 0.6) & (cw2 < 0.8) & (grad > 0.45) & ~curtain[i]
+        col[i] = _mix(gcol, np.array([0.82, 0.78, 0.68]) * (0.85 + 0.1 * g[i])[:, None], blinds)
     du = u - np.minimum(door_u, np.maximum(face_len - 1.6, 0.2))
-    door = street & ground & (du > 0) & (du < 1.2) & (v < 2.3)
-    door_frame = street & ground & (du > -0.1) & (du < 1.3) & (v < 2.4) & ~door
-    wood = np.array([0.36, 0.23, 0.14]) * (0.8 + 0.4 * noise.value(u * 40.0, v * 1.5, ch=ch + 5))[:, None]
-    col = _mix(col, wood, door)
-    col = _mix(col, frame * 0.8, door_frame)
-    ledge = (vi < 0.1) & (s >= 1) & ~win
-    col = _mix(col, np.clip(wall * 1.12, 0, 1), ledge)
-    cornice = v > height - 0.35
-    col = _mix(col, wall * 0.72, cornice)
-    col = col * np.clip(0.8 + 0.33 * v, 0.0, 1.0)[:, None]
-    rf = roof_tone * (0.75 + 0.4 * noise.fbm(p[:, 0] * 1.5, p[:, 1] * 1.5, 2, ch=ch + 6))
-    col = _mix(col, np.stack([rf, rf * 0.98, rf * 0.95], axis=1), roof)
+    sg = street & ground & (v < 2.4)
+    i = _where(sg & (du > 0) & (du < 1.2) & (v < 2.3))        # door
+    col[i] = np.array([0.36, 0.23, 0.14]) * (0.8 + 0.4 * noise.value(u[i] * 40.0, v[i] * 1.5, ch=ch[i] + 5))[:, None]
+    i = _where(sg & (du > -0.1) & (du < 1.3) & ~((du > 0) & (du < 1.2) & (v < 2.3)))
+    col[i] = prm[i, 9:12] * 0.8
+    i = _where((vi < 0.1) & (s >= 1) & ~win & ~roof)          # storey ledges
+    col[i] = np.clip(wall[i] * 1.12, 0, 1)
+    i = _where((v > height - 0.35) & ~roof)                   # cornice
+    col[i] = wall[i] * 0.72
+    col *= np.clip(0.8 + 0.33 * v, 0.0, 1.0)[:, None]
+    i = _where(roof)
+    if len(i):
+        rf = prm[i, 23] * (0.75 + 0.4 * noise.fbm(p[i, 0] * 1.5, p[i, 1] * 1.5, 2, ch=ch[i] + 6))
+        col[i] = np.stack([rf, rf * 0.98, rf * 0.95], axis=1)
     refl = np.where(win & ~mull, 0.08, np.where(roof, 0.2, 0.35))
     return col, refl
 

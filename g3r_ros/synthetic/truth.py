@@ -17,7 +17,7 @@ from .shading import shade
 
 def _grid(scene: SyntheticScene, camera: PinholeCamera, ss: int) -> PinholeGrid:
     if not isinstance(camera, PinholeCamera):
-        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
+        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")  # noqa: TRY004
     T_road_cam = scene.T_road_map @ camera.T_world_cam
     return PinholeGrid(camera.K, camera.width, camera.height, T_road_cam, ss)
 
