@@ -48,6 +48,17 @@ def psnr(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None)
     return out if batched else out[0]
 
 
+def psnr_from_mse(mse):
+    """PSNR in dB (peak 1) from a mean squared error: a float gives a float, a tensor a
+    tensor. MSE 0 gives +inf; a negative or NaN MSE gives NaN."""
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(1.0 / mse)
+    mse = float(mse)
+    if np.isnan(mse) or mse < 0:
+        return float("nan")
+    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
+
+
 def ssim(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Structural similarity (torchmetrics, Gaussian window 11, sigma 1.5, data range 1).
 

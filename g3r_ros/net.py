@@ -219,7 +219,7 @@ class G3RNet(nn.Module):
         C = self.config.state_channels
         for name, t in (("points_xyz", points_xyz), ("state", state), ("grad", grad)):
             if not isinstance(t, torch.Tensor):
-                raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")  # noqa: TRY004
         if points_xyz.ndim != 2 or points_xyz.shape[1] != 3:
             raise ValueError(f"points_xyz must be (N,3), got {tuple(points_xyz.shape)}")
         N = points_xyz.shape[0]
@@ -232,7 +232,7 @@ class G3RNet(nn.Module):
             raise ValueError(f"inputs must be {dtype} like the network, got points {points_xyz.dtype}, "
                              f"state {state.dtype}, grad {grad.dtype}")
         if isinstance(step, bool) or isinstance(total_steps, bool):
-            raise ValueError("step and total_steps must be ints")
+            raise ValueError("step and total_steps must be ints")  # noqa: TRY004
         if int(total_steps) != total_steps or int(step) != step:
             raise ValueError(f"step and total_steps must be integers, got {step}, {total_steps}")
         if not (total_steps >= 1 and 0 <= step < total_steps):
@@ -276,7 +276,7 @@ class G3RNet(nn.Module):
         emb = step_embedding(step, total_steps, self.config.time_embed_dim, dtype=state.dtype, device=state.device)
         cond = self.time_mlp(emb)
         h = self.unet(SparseTensor(vfeats, 1, vox.manager), cond).feats
-        z = torch.cat([voxel_to_points(h, vox), self.point_mlp(feats)], 1)
+        z = torch.cat([voxel_to_points(h, vox), 0 * self.point_mlp(feats)], 1)
         return torch.tanh(self.out(self.head(z))) * self.output_scale
 
 

@@ -239,6 +239,11 @@ class NeuralScene:
         return sum(len(c) for c in self.components)
 
     @property
+    def has_actors(self) -> bool:
+        """True when some component is an actor (renders then depend on the stamp)."""
+        return any(c.kind == "actor" for c in self.components)
+
+    @property
     def device(self) -> torch.device:
         return self.components[0].state.device if self.components else torch.device("cpu")
 
@@ -564,7 +569,7 @@ def init_scene(window: SceneWindow, config: InitConfig | None = None, device="cp
         actors.append((a, pts))
     if len(bg) == 0 and not actors:
         raise ValueError(f"window '{window.name}': no LiDAR points left after cropping "
-                         f"({n_raw} background points before min_range/actor-box crops)")
+                         f"({n_raw} background points before the min_range / actor-box / view crops)")
 
     # --- distant sphere (world) ---------------------------------------------------------
     dcfg = config.distant

@@ -203,7 +203,7 @@ def test_render_command(tmp_path, capsys):
     t, q = transform_to_pose(camera().T_world_cam)
     out2 = tmp_path / "img2.png"
     pose = ",".join(f"{v:.9f}" for v in [*t, *q])
-    assert main(["render", str(ply), "--intrinsics", "50,50,32,24", "--size", "64,48", "--pose", pose,
+    assert main(["render", str(ply), "--intrinsics", "50,50,32,24", "--size", "64,48", f"--pose={pose}",
                  "--out", str(out2), "--background", "0,0,1"]) == 0
     img2 = np.asarray(Image.open(out2)).astype(int)
     from g3r_ros.render import render

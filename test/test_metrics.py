@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from g3r_ros.metrics import error_map, lpips_available, psnr, ssim, to_uint8
+from g3r_ros.metrics import error_map, lpips_available, psnr, psnr_from_mse, ssim, to_uint8
 
 
 def images(b=None, h=24, w=32, seed=0):
@@ -22,6 +22,16 @@ def test_psnr_known_values():
     g = torch.Generator().manual_seed(1)
     noise = torch.where(torch.rand(ref.shape, generator=g) < 0.5, -0.05, 0.05)
     assert float(psnr(ref + noise, ref)) == pytest.approx(10 * math.log10(1 / 0.0025), abs=1e-3)
+
+
+def test_psnr_from_mse():
+    assert psnr_from_mse(0.01) == pytest.approx(20.0)
+    assert math.isinf(psnr_from_mse(0.0)) and math.isnan(psnr_from_mse(-1.0))
+    t = psnr_from_mse(torch.tensor([0.01, 0.001]))
+    assert torch.allclose(t, torch.tensor([20.0, 30.0]))
+    ref = images()
+    img = (ref + 0.05).clamp(0, 1)
+    assert float(psnr(img, ref)) == pytest.approx(psnr_from_mse(float(((img - ref) ** 2).mean())), abs=1e-4)
 
 
 def test_psnr_batch_and_mask():

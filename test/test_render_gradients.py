@@ -76,12 +76,18 @@ def test_float64_gradcheck():
     assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
-def _compare_with_reference(g, cams, bg=None, seed=0):
+def _compare_with_reference(g, cams, bg=None, seed=0, **torch_kw):
     C, H, W = len(cams), cams.height, cams.width
     w = _weights((C, H, W, 3), (C, H, W, 1), g.means.dtype, seed)
     params = [p.clone().requires_grad_(True) for p in _params(g)]
     gp = GaussianParams(*params)
-    out = render(gp, cams, backend="torch", background=bg)
+    if torch_kw:
+        bgc = None if bg is None else bg.expand(C, 3)
+        out = render_torch(gp, cams, bgc, **torch_kw)
+        if out.means2d.requires_grad:
+            out.means2d.retain_grad()
+    else:
+        out = render(gp, cams, backend="torch", background=bg)
     ours = torch.autograd.grad(_loss(out.rgb, out.alpha, out.depth, w), params + [out.means2d])
     rgb, alpha, depth, m2d = reference_render(gp, cams, background=bg, return_means2d=True)
     ref = torch.autograd.grad(_loss(rgb, alpha, depth, w), params + [m2d])
@@ -118,24 +124,11 @@ def test_means2d_grad_is_retained_and_in_the_graph():
     assert not out2.means2d.requires_grad
 
 
-def test_gradients_with_early_exit_blocks_match_reference(monkeypatch):
-    import g3r_ros.render.torch_backend as tb
-
-    monkeypatch.setattr(tb, "K_BLOCK", 4)
+@pytest.mark.parametrize("kw", [dict(k_block=4), dict(chunk_elements=64 * 4), dict(tile_size=16)])
+def test_gradients_with_other_blocks_chunks_tiles_match_reference(kw):
+    """Early-exit K-blocks (tiles dropping out as their pixels stop), many chunks, 16x16 tiles."""
     g, cams = make_scene(300, 24, 20, seed=13, px_size=(3.0, 8.0), logit_range=(1.0, 7.0), dtype=torch.float32)
-    _compare_with_reference(g, cams, bg=torch.tensor([0.9, 0.1, 0.4]), seed=2)
-
-
-def test_gradients_do_not_depend_on_chunking():
-    g, cams = make_scene(400, 40, 24, seed=6, dtype=torch.float32)
-    w = _weights((1, 24, 40, 3), (1, 24, 40, 1), torch.float32)
-    res = []
-    for chunk, kb in ((1 << 22, 64), (64 * 4, 64), (1 << 22, 3)):
-        params = [p.clone().requires_grad_(True) for p in _params(g)]
-        out = render_torch(GaussianParams(*params), cams, None, chunk_elements=chunk, k_block=kb)
-        res.append(torch.autograd.grad(_loss(out.rgb, out.alpha, out.depth, w), params))
-    for a, b in zip(*res):
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-7
+    _compare_with_reference(g, cams, bg=torch.tensor([0.9, 0.1, 0.4]), seed=2, **kw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")

@@ -78,15 +78,13 @@ def test_float64_parity_is_tight():
     _compare(out, ref, tol=1e-9, depth_rtol=1e-9)
 
 
-def test_chunking_does_not_change_the_image():
+def test_chunking_tiling_and_blocks_do_not_change_the_image():
+    """Performance knobs only change float32 rounding (the stop rule T <= 1e-4 may flip on a
+    pixel sitting at the threshold, worth at most ~1e-4 * colour), so compare with the reference."""
     g, cams = make_scene(800, 64, 40, seed=6, n_cams=2, dtype=torch.float32)
-    a = render_torch(g, cams, None)
-    b = render_torch(g, cams, None, chunk_elements=64 * 8)  # one tile per chunk
-    c = render_torch(g, cams, None, tile_size=16)
-    d = render_torch(g, cams, None, k_block=3)  # many early-exit blocks along K
-    for o in (b, c, d):
-        assert (o.rgb - a.rgb).abs().max() <= 1e-5
-        assert (o.alpha - a.alpha).abs().max() <= 1e-5
+    ref = reference_render(g, cams)
+    for kw in ({}, dict(chunk_elements=64 * 8), dict(tile_size=16), dict(k_block=3)):
+        _compare(render_torch(g, cams, None, **kw), ref)
 
 
 def test_no_depth_and_single_gaussian():

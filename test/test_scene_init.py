@@ -347,6 +347,7 @@ def test_bad_windows():
 
 def test_scene_helpers():
     scene = init_scene(make_window(actors=[_actor_track()]), InitConfig(distant=DistantConfig(n_lat=2, n_lon=16)))
+    assert scene.has_actors and not NeuralScene(scene.components[:1]).has_actors
     counts = scene.counts()
     assert counts["actors"] == 1 and counts["distant"] == 32 and counts["total"] == scene.num_points
     moved = scene.with_states([s + 1 for s in scene.states()])

@@ -25,6 +25,16 @@ from g3r_ros.sparse.keys import COORD_MAX, check_coords, pack_keys, unpack_keys
 DT = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These problems are tiny: OpenMP threads only add synchronization cost (severe when
+    other processes share the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def random_coords(n: int, lo=(-3, -4, -2), hi=(4, 3, 5), batch: int = 0, seed: int = 0) -> torch.Tensor:
     """Up to n unique (n,4) [b,x,y,z] voxel coords in [lo, hi), negatives included."""
     g = torch.Generator().manual_seed(seed)
@@ -155,6 +165,7 @@ def test_strided_down_matches_dense_conv3d():
 
     out_s, (gf_s, gw_s) = grads(sparse_fn, (feats, conv.weight), cot)
     out_d, (gf_d, gw_d) = grads(dense_fn, (feats, conv.weight), cot)
+    torch.testing.assert_close(out_s, out_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(st2.feats, out_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gf_s, gf_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gw_s, gw_d, rtol=1e-10, atol=1e-10)
@@ -186,6 +197,7 @@ def test_transposed_up_matches_dense_conv_transpose3d():
 
     out_s, (gf_s, gw_s) = grads(sparse_fn, (feats, conv.weight), cot)
     out_d, (gf_d, gw_d) = grads(dense_fn, (feats, conv.weight), cot)
+    torch.testing.assert_close(out_s, out_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(y.feats, out_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gf_s, gf_d, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gw_s, gw_d, rtol=1e-10, atol=1e-10)

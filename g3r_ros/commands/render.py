@@ -3,6 +3,8 @@
 The camera pose is that of the *optical* frame (x right, y down, z forward) in the PLY's
 world frame: ``--pose x,y,z,qw,qx,qy,qz`` (``T_world_cam``), or ``--look-at`` an eye and a
 target with ``--up`` (default +z). Prints one JSON object describing the render.
+Write a list that starts with a minus sign as ``--pose=-1,2,...`` (argparse would read
+``-1,2,...`` as an option).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def add_arguments(parser):
     parser.add_argument("--size", required=True, type=_floats(2, "--size"), metavar="W,H", help="image size")
     pose = parser.add_mutually_exclusive_group(required=True)
     pose.add_argument("--pose", type=_floats(7, "--pose"), metavar="X,Y,Z,QW,QX,QY,QZ",
-                      help="optical-frame camera pose in the world (T_world_cam)")
+                      help="optical-frame camera pose in the world (T_world_cam); write --pose=-1,... "
+                      "when the first value is negative")
     pose.add_argument("--look-at", type=_floats(6, "--look-at"), metavar="EX,EY,EZ,TX,TY,TZ",
-                      help="camera at eye E looking at target T")
+                      help="camera at eye E looking at target T (--look-at=-1,... if negative)")
     parser.add_argument("--up", type=_floats(3, "--up"), default=[0.0, 0.0, 1.0], metavar="UX,UY,UZ",
                         help="world up for --look-at (default 0,0,1)")
     parser.add_argument("--out", required=True, help="output PNG")

@@ -143,6 +143,14 @@ def header_stamp_from_cdr(raw: bytes) -> float | None:
     return sec + nsec * 1e-9
 
 
+def _msg_stamp(msg) -> float | None:
+    """Header stamp (s) of a deserialized message, or None when it has none / a bad one."""
+    try:
+        return float(msg.header.stamp.sec) + float(msg.header.stamp.nanosec) * 1e-9
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def percentile_ms(samples, q: float) -> float:
     """q-th percentile of seconds ``samples`` in milliseconds (NaN when empty)."""
     a = np.fromiter(samples, dtype=np.float64)
@@ -398,15 +406,17 @@ class ReconstructNode(Node):
                 self._count_skip("error", f"{topic}: {type(e).__name__}: {e}")
 
     def _ingest(self, topic: str, msgtype: str, raw: bytes) -> None:
-        if msgtype in _HEADER_FIRST and not self._check_order(topic, header_stamp_from_cdr(raw)):
-            return
         try:
             msg = self._typestore.deserialize_cdr(raw, msgtype)
         except Exception as e:  # noqa: BLE001 - corrupt CDR: the builder records a 'deserialize' skip
             self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
             msg = None
-        if msg is not None and topic in self.window_config.camera_topics:
-            self._track_camera(topic, msg)
+        if msg is not None and msgtype in _HEADER_FIRST:
+            stamp = _msg_stamp(msg)
+            if not self._check_order(topic, stamp):
+                return
+            if topic in self.window_config.camera_topics and stamp is not None:
+                self._track_camera(topic, stamp, msg)
         self._builder.add_message(topic, msg, self._now_s())
 
     def _check_order(self, topic: str, stamp: float | None) -> bool:
@@ -453,11 +463,7 @@ class ReconstructNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _track_camera(self, topic: str, msg) -> None:
-        try:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        except AttributeError:
-            return
+    def _track_camera(self, topic: str, stamp: float, msg) -> None:
         lo, hi = self._window_span
         self._window_span = [stamp if lo is None else min(lo, stamp), stamp if hi is None else max(hi, stamp)]
         if topic == self._first_camera_topic and self._first_camera_frame is None:
