@@ -276,7 +276,7 @@ class G3RNet(nn.Module):
         emb = step_embedding(step, total_steps, self.config.time_embed_dim, dtype=state.dtype, device=state.device)
         cond = self.time_mlp(emb)
         h = self.unet(SparseTensor(vfeats, 1, vox.manager), cond).feats
-        z = torch.cat([voxel_to_points(h, vox), 0 * self.point_mlp(feats)], 1)
+        z = torch.cat([voxel_to_points(h, vox), self.point_mlp(feats)], 1)
         return torch.tanh(self.out(self.head(z))) * self.output_scale
 
 

@@ -107,6 +107,13 @@ def test_schedule_scale():
             r.position_lr_max_steps) == (50, 1500, 10, 300, 3000)
     r = Baseline3DGSConfig(schedule_scale=0.5).resolved(100)
     assert (r.densify_from_iter, r.densification_interval, r.position_lr_max_steps) == (250, 50, 15000)
+    # short runs: the interval is floored at one epoch of source views, reset keeps its 30x ratio
+    r = cfg.resolved(600, n_views=25)
+    assert (r.densify_from_iter, r.densify_until_iter, r.densification_interval, r.opacity_reset_interval,
+            r.position_lr_max_steps) == (10, 300, 25, 750, 600)
+    assert cfg.resolved(600, n_views=1000).densification_interval == 100  # never above graphdeco's
+    assert cfg.resolved(30000, n_views=1000) == cfg.resolved(30000)  # full length: untouched
+    assert Baseline3DGSConfig(min_interval_epochs=0).resolved(600, n_views=25).densification_interval == 2
     tiny = cfg.resolved(30)  # periods never reach 0
     assert tiny.densification_interval == 1 and tiny.opacity_reset_interval == 3
     with pytest.raises(ValueError, match="schedule_scale"):

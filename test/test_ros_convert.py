@@ -251,3 +251,16 @@ def test_params_file_round_trip(tmp_path):
     assert params.camera_info_topic("/a/image") == "/a/camera_info"
     cfg.image_transport = "compressed"
     assert cfg.image_subscription_topic("/a/image") == "/a/image/compressed"
+
+
+@pytest.mark.parametrize("name", ["reconstruct.yaml", "kitti.yaml"])
+def test_shipped_node_configs_are_valid(name):
+    from g3r_ros.config import config_path
+    from g3r_ros.window_builder import WindowConfig
+
+    values = params.load_params_file(config_path(name))
+    assert set(values) == set(params.SPECS), "a shipped config lists every parameter, no unknown one"
+    values["reconstruction.implementation"] = "stand:in"  # the model file is checked by test_node
+    cfg = params.node_config_from_params(values)
+    WindowConfig(**cfg.window_config_dict()).validate()
+    assert cfg.qos_sensor == "sensor_data" and cfg.reconstruction_device == "auto"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class Baseline3DGSConfig:
     random_background: bool = False
     # Deviations for short CPU runs (docs/BASELINE.md).
     schedule_scale: float | str = "auto"      # "auto": iters / iterations; or a number
+    # Floor on a *scaled* densification_interval, in epochs of source views (never above the
+    # unscaled value); opacity_reset_interval keeps its ratio to it. 0 disables.
+    min_interval_epochs: float = 1.0
     max_gaussians: int = 0                    # 0 = unlimited (graphdeco); else cap growth
 
     def __post_init__(self):
@@ -103,6 +107,8 @@ class Baseline3DGSConfig:
             raise ValueError(f"baseline.background must have 3 values, got {self.background!r}")
         if not 0.0 < self.opacity_reset_value < 1.0 or not 0.0 <= self.min_opacity < 1.0:
             raise ValueError("baseline.opacity_reset_value must be in (0,1) and min_opacity in [0,1)")
+        if self.min_interval_epochs < 0:
+            raise ValueError("baseline.min_interval_epochs must be >= 0")
         if self.max_gaussians < 0:
             raise ValueError("baseline.max_gaussians must be >= 0 (0 = unlimited)")
         for name in SCHEDULE_FIELDS:
@@ -122,18 +128,31 @@ class Baseline3DGSConfig:
             raise ValueError(f"baseline.schedule_scale must be > 0, got {s}")
         return s
 
-    def resolved(self, iters: int) -> Baseline3DGSConfig:
+    def resolved(self, iters: int, n_views: int | None = None) -> Baseline3DGSConfig:
         """A copy whose iteration-valued fields are scaled for a run of ``iters`` iterations.
 
         Each field in ``SCHEDULE_FIELDS`` becomes ``round(value * scale)`` (periods and the
         LR horizon at least 1); ``schedule_scale`` of the copy is 1.0. At ``iters ==
         iterations`` with ``"auto"`` this is the graphdeco schedule unchanged.
+
+        When ``scale < 1`` and ``n_views`` (source views) is given, the scaled
+        ``densification_interval`` is raised to ``min_interval_epochs`` epochs
+        (``ceil(min_interval_epochs * n_views / views_per_iter)`` iterations) but never above
+        its unscaled value, so that each densification round averages the gradient over the
+        views; ``opacity_reset_interval`` is then kept at its graphdeco ratio (30x) to it.
         """
         scale = self.scale_for(iters)
         changes: dict = {"schedule_scale": 1.0, "iterations": max(int(iters), 1)}
         for name in SCHEDULE_FIELDS:
             v = round(int(getattr(self, name)) * scale)
             changes[name] = max(v, 1) if name in _MIN_ONE else v
+        if scale < 1.0 and n_views and self.min_interval_epochs > 0:
+            floor = math.ceil(self.min_interval_epochs * n_views / self.views_per_iter)
+            interval = max(changes["densification_interval"], min(int(self.densification_interval), floor))
+            if interval != changes["densification_interval"]:
+                ratio = int(self.opacity_reset_interval) / max(int(self.densification_interval), 1)
+                changes["opacity_reset_interval"] = max(changes["opacity_reset_interval"], round(interval * ratio))
+                changes["densification_interval"] = interval
         out = dataclasses.replace(self, **changes)
         if scale != 1.0:
             LOG.info("3DGS schedule scaled by %.4g for %d iterations: %s", scale, iters,

@@ -204,7 +204,7 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
     dev = _resolve_device(device)
     views = _source_views(window, dev)
     render_fn = render_fn or _default_render()
-    cfg = cfg.resolved(iters)
+    cfg = cfg.resolved(iters, n_views=len(views))
     if eval_fn is not None and eval_every is None and eval_every_s is None:
         eval_every = max(1, iters // 20)  # about 20 points on the PSNR-vs-time curve
 

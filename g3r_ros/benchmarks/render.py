@@ -72,9 +72,10 @@ def parse_case(name: str) -> tuple[int, int, int]:
 def make_bench_scene(n: int, width: int, height: int, seed: int = 0):
     """A random but realistic scene for one camera at the origin (optical frame = world).
 
-    Centres: depth uniform in [2, 40] m, spread over 1.1x the field of view (some partly
-    off-screen). Footprints: 0.7-4 px standard deviation (log-uniform), per-axis jitter
-    x exp(N(0, 0.35)), random rotations. Opacity: sigmoid(U(-2, 3)) in [0.12, 0.95].
+    Centres: depth uniform in [2, 40] m (stratified, all distinct), spread over 1.1x the field of view (some partly
+    off-screen). Footprints: 0.5-2.5 px standard deviation (log-uniform; the visible radius,
+    about 3 sigma after the 0.3 px^2 blur, is 2-8 px), per-axis jitter x exp(N(0, 0.35)),
+    random rotations. Opacity: sigmoid(U(-2, 3)) in [0.12, 0.95].
     Colours uniform. fx = fy = 0.9 W. Returns (GaussianParams, CameraBatch), float32.
     """
     import torch
@@ -85,10 +86,12 @@ def make_bench_scene(n: int, width: int, height: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     f = 0.9 * width
     K = torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-    z = 2.0 + 38.0 * torch.rand(n, generator=gen)
+    # Stratified depths: all distinct in float32, so the depth order is unambiguous (gsplat's torch
+    # reference sorts without stability; with ties its order, and so the colour, could differ).
+    z = 2.0 + 38.0 * (torch.randperm(n, generator=gen).float() + 0.25 + 0.5 * torch.rand(n, generator=gen)) / n
     x = (torch.rand(n, generator=gen) - 0.5) * 1.1 * width / f * z
     y = (torch.rand(n, generator=gen) - 0.5) * 1.1 * height / f * z
-    px = torch.exp(math.log(0.7) + torch.rand(n, generator=gen) * math.log(4.0 / 0.7))
+    px = torch.exp(math.log(0.5) + torch.rand(n, generator=gen) * math.log(2.5 / 0.5))
     g = GaussianParams(
         means=torch.stack([x, y, z], 1),
         quats=torch.randn(n, 4, generator=gen),
@@ -283,7 +286,7 @@ def _worker(pipeline: str, width: int, height: int, n: int, repeats: int, seed: 
     for i in range(repeats + 1):
         t0 = time.perf_counter()
         with torch.no_grad():
-            rgb, alpha, depth, ti = run(g)
+            rgb, alpha, depth, _ti = run(g)
         t1 = time.perf_counter()
         if i == 0:
             result_images = (rgb, alpha, depth)
@@ -321,7 +324,7 @@ def _run_worker(pipeline, case, repeats, seed, image_out, timeout_s) -> dict:
     cmd = [sys.executable, "-m", "g3r_ros.benchmarks.render", "--worker", pipeline, str(w), str(h), str(n),
            str(repeats), str(seed), image_out or ""]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {pipeline} {case} failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -332,7 +335,7 @@ def _run_worker(pipeline, case, repeats, seed, image_out, timeout_s) -> dict:
 def run(args) -> int:
     import torch
 
-    cases = [c if c in CASES else c for c in args.cases]
+    cases = list(args.cases)
     for c in cases:
         parse_case(c)  # validate early
     if args.repeats < 1:
@@ -359,7 +362,8 @@ def run(args) -> int:
                   "backward of rgb.sum()+alpha.sum()+depth.sum() to all 5 parameter groups",
         "memory": "peak_rss_increase_mb = VmHWM at the end minus VmRSS before the first render, in a fresh "
                   "subprocess per (case, pipeline); includes allocator slack",
-        "scene": "make_bench_scene: 1 camera, depth 2-40 m, 0.7-4 px footprints, opacity 0.12-0.95, seed "
+        "scene": "make_bench_scene: 1 camera, depth 2-40 m, footprint sigma 0.5-2.5 px (radius ~2-8 px), opacity "
+                 "0.12-0.95, seed "
                  f"{args.seed}",
         "cases": [],
     }

@@ -31,8 +31,18 @@ from .types import (
     RenderOutput,
 )
 
-__all__ = ["render", "GaussianParams", "RenderOutput", "BACKENDS", "ALPHA_MAX", "ALPHA_MIN", "EPS2D",
-           "FAR_PLANE", "NEAR_PLANE", "TRANSMITTANCE_MIN"]
+__all__ = [
+    "ALPHA_MAX",
+    "ALPHA_MIN",
+    "BACKENDS",
+    "EPS2D",
+    "FAR_PLANE",
+    "NEAR_PLANE",
+    "TRANSMITTANCE_MIN",
+    "GaussianParams",
+    "RenderOutput",
+    "render",
+]
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "gsplat")
@@ -43,13 +53,13 @@ _PARAM_SHAPES = {"means": (3,), "quats": (4,), "log_scales": (3,), "opacity_logi
 
 def _check_gaussians(g: GaussianParams) -> None:
     if not isinstance(g, GaussianParams):
-        raise ValueError(f"gaussians must be a GaussianParams, got {type(g).__name__}")
+        raise ValueError(f"gaussians must be a GaussianParams, got {type(g).__name__}")  # noqa: TRY004
     N = None
     ref = None
     for name, tail in _PARAM_SHAPES.items():
         t = getattr(g, name)
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"gaussians.{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ValueError(f"gaussians.{name} must be a torch.Tensor, got {type(t).__name__}")  # noqa: TRY004
         if t.dim() != 1 + len(tail) or tuple(t.shape[1:]) != tail:
             raise ValueError(f"gaussians.{name} must have shape (N,{','.join(map(str, tail))}), "
                              f"got {tuple(t.shape)}")
@@ -67,10 +77,10 @@ def _check_gaussians(g: GaussianParams) -> None:
 
 def _check_cameras(cameras: CameraBatch) -> None:
     if not isinstance(cameras, CameraBatch):
-        raise ValueError(f"cameras must be a CameraBatch, got {type(cameras).__name__}")
+        raise ValueError(f"cameras must be a CameraBatch, got {type(cameras).__name__}")  # noqa: TRY004
     Ks, vm = cameras.Ks, cameras.viewmats
     if not isinstance(Ks, torch.Tensor) or not isinstance(vm, torch.Tensor):
-        raise ValueError("cameras.Ks and cameras.viewmats must be torch tensors")
+        raise ValueError("cameras.Ks and cameras.viewmats must be torch tensors")  # noqa: TRY004
     if Ks.dim() != 3 or tuple(Ks.shape[1:]) != (3, 3):
         raise ValueError(f"cameras.Ks must have shape (C,3,3), got {tuple(Ks.shape)}")
     if vm.dim() != 3 or tuple(vm.shape[1:]) != (4, 4):
@@ -127,7 +137,7 @@ def _choose_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
 
 def _empty_render(C: int, H: int, W: int, bg, render_depth: bool, like: torch.Tensor) -> RenderOutput:
     """N = 0: background everywhere, alpha 0, depth 0."""
-    kw = dict(dtype=like.dtype, device=like.device)
+    kw = {"dtype": like.dtype, "device": like.device}
     rgb = torch.zeros(C, H, W, 3, **kw)
     if bg is not None:
         rgb = rgb + bg[:, None, None, :]

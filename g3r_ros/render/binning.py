@@ -96,11 +96,17 @@ def bin_gaussians(means2d: torch.Tensor, extent_xy: torch.Tensor, depths: torch.
         counts = nx * ny
         E = entries.numel()
         rep = torch.repeat_interleave(torch.arange(E, device=dev), counts)
+        # Per pair: its entry's first tile, its box width, and its index r inside the box.
         first = torch.cumsum(counts, 0) - counts
-        r = torch.arange(rep.numel(), device=dev) - first[rep]
-        nxr = nx[rep]
-        tile = cam[rep] * (tiles_x * tiles_y) + (ty0[rep] + r // nxr) * tiles_x + (tx0[rep] + r % nxr)
-        tile_sorted, perm = torch.sort(tile, stable=True)
+        base = cam * (tiles_x * tiles_y) + ty0 * tiles_x + tx0
+        packed = torch.stack([base, nx, first], 1)[rep]
+        r = torch.arange(rep.numel(), device=dev) - packed[:, 2]
+        # r // nx and r % nx in float32 (exact for these small ints; integer division is slow).
+        dy = torch.floor((r.to(torch.float32) + 0.5) / packed[:, 1].to(torch.float32)).to(torch.int64)
+        tile = packed[:, 0] + dy * (tiles_x - packed[:, 1]) + r
+        key = tile.to(torch.int32) if n_tiles < 2**31 else tile
+        tile_sorted, perm = torch.sort(key, stable=True)
+        tile_sorted = tile_sorted.to(torch.int64)
         pair_entry = rep[perm]
         tile_count = torch.bincount(tile_sorted, minlength=n_tiles)
         tile_start = torch.cumsum(tile_count, 0) - tile_count

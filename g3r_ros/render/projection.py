@@ -51,10 +51,39 @@ class Projection:
     valid: torch.Tensor
 
 
+# Upper-triangle order of the symmetric 6-vectors used here: xx, xy, xz, yy, yz, zz.
+_TRIU_I = (0, 0, 0, 1, 1, 2)
+_TRIU_J = (0, 1, 2, 1, 2, 2)
+
+
+def quat_scale_to_covar6(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(N,4) quaternions w,x,y,z (normalized here) and (N,3) scales → (N,6) upper triangle
+    [xx, xy, xz, yy, yz, zz] of R S S R^T (elementwise: batched 3x3 matmuls are slow on CPU)."""
+    R = quat_to_rotmat_torch(quats)  # (N,3,3)
+    rows = R.unbind(1)  # R[:, i, :], (N,3) each
+    rows_s = (R * (scales * scales)[:, None, :]).unbind(1)
+    return torch.stack([(rows[i] * rows_s[j]).sum(-1) for i, j in zip(_TRIU_I, _TRIU_J)], -1)
+
+
+def covar6_to_matrix(c6: torch.Tensor) -> torch.Tensor:
+    """(...,6) upper triangle → (...,3,3) symmetric matrix."""
+    xx, xy, xz, yy, yz, zz = c6.unbind(-1)
+    return torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], -1).reshape(c6.shape[:-1] + (3, 3))
+
+
 def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """(N,4) quaternions w,x,y,z (normalized here) and (N,3) scales → (N,3,3) R S S R^T."""
-    M = quat_to_rotmat_torch(quats) * scales[..., None, :]
-    return M @ M.transpose(-1, -2)
+    return covar6_to_matrix(quat_scale_to_covar6(quats, scales))
+
+
+def _rotate_covar6_matrix(R: torch.Tensor) -> torch.Tensor:
+    """(C,3,3) rotations → (C,6,6) A with covar6(R S R^T) = A @ covar6(S) for symmetric S."""
+    K = torch.einsum("cai,cbj->cabij", R, R)  # K[c,a,b,i,j] = R_ai R_bj
+    ii, jj = list(_TRIU_I), list(_TRIU_J)
+    out = K[:, ii, jj]  # (C,6,3,3): output pairs (a,b)
+    A = out[:, :, ii, jj]  # (C,6,6): coefficient of S_ij
+    off = torch.tensor([i != j for i, j in zip(_TRIU_I, _TRIU_J)], device=R.device)
+    return A + torch.where(off, out[:, :, jj, ii], torch.zeros_like(A))
 
 
 def project_gaussians(
@@ -72,7 +101,7 @@ def project_gaussians(
 ) -> Projection:
     """Project Gaussians into C cameras.
 
-    means: (N,3) world. covars: (N,3,3) world. opacities: (N,) in [0,1], or None for gsplat's
+    means: (N,3) world. covars: (N,3,3) or (N,6) upper triangle [xx,xy,xz,yy,yz,zz], world. opacities: (N,) in [0,1], or None for gsplat's
     opacity-unaware boxes (extent 3.33, no opacity culling; as gsplat without ``opacities``).
     viewmats: (C,4,4) ``T_cam_world``. Ks: (C,3,3). Returns a :class:`Projection`.
 
@@ -81,8 +110,9 @@ def project_gaussians(
     """
     R = viewmats[:, :3, :3]  # (C,3,3)
     t = viewmats[:, :3, 3]  # (C,3)
-    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # (C,N,3)
-    covars_c = torch.einsum("cij,njk,clk->cnil", R, covars, R)  # (C,N,3,3)
+    means_c = torch.matmul(means, R.transpose(1, 2)) + t[:, None, :]  # (C,N,3)
+    c6 = covars if covars.shape[-1] == 6 else covars[:, _TRIU_I, _TRIU_J]
+    s_xx, s_xy, s_xz, s_yy, s_yz, s_zz = torch.matmul(c6, _rotate_covar6_matrix(R).transpose(1, 2)).unbind(-1)
 
     x, y, z = means_c.unbind(-1)
     in_depth = (z >= near_plane) & (z <= far_plane)
@@ -100,16 +130,18 @@ def project_gaussians(
     tx = zs * torch.minimum(torch.maximum(x / zs, -lim_x_neg), lim_x_pos)
     ty = zs * torch.minimum(torch.maximum(y / zs, -lim_y_neg), lim_y_pos)
 
+    # J = [[j00, 0, j02], [0, j11, j12]]; cov2d = J cov_c J^T written out (no 3x3 batched matmuls).
     rz = 1.0 / zs
-    zero = torch.zeros_like(zs)
-    J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], -1)
-    J = J.reshape(zs.shape + (2, 3))
-    cov2d = J @ covars_c @ J.transpose(-1, -2)  # (C,N,2,2)
+    j00, j11 = fx * rz, fy * rz
+    j02, j12 = -j00 * tx * rz, -j11 * ty * rz
+    cov_xx = j00 * (j00 * s_xx + 2.0 * j02 * s_xz) + j02 * j02 * s_zz
+    cov_xy = j00 * (j11 * s_xy + j12 * s_xz) + j02 * (j11 * s_yz + j12 * s_zz)
+    cov_yy = j11 * (j11 * s_yy + 2.0 * j12 * s_yz) + j12 * j12 * s_zz
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], -1)
 
-    a = cov2d[..., 0, 0] + eps2d
-    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
-    c = cov2d[..., 1, 1] + eps2d
+    a = cov_xx + eps2d
+    b = cov_xy
+    c = cov_yy + eps2d
     det = a * c - b * b
     pos_det = det > 0
     det_s = torch.where(pos_det, det, torch.ones_like(det))

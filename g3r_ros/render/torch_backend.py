@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..geometry import CameraBatch
 from .binning import bin_gaussians
 from .composite import K_BLOCK, LOG_ALPHA_MAX, composite_tiles, tile_monomials
-from .projection import Projection, project_gaussians, quat_scale_to_covar
+from .projection import Projection, project_gaussians, quat_scale_to_covar6
 from .types import GaussianParams, RenderOutput
 
 TILE_SIZE = 8
@@ -23,7 +23,7 @@ CHUNK_ELEMENTS = 1 << 22
 
 def project(gaussians: GaussianParams, cameras: CameraBatch) -> Projection:
     """EWA projection of ``gaussians`` into every camera of ``cameras`` (see ``projection``)."""
-    covars = quat_scale_to_covar(gaussians.quats, torch.exp(gaussians.log_scales))
+    covars = quat_scale_to_covar6(gaussians.quats, torch.exp(gaussians.log_scales))
     return project_gaussians(gaussians.means, covars, torch.sigmoid(gaussians.opacity_logits),
                              cameras.viewmats, cameras.Ks, cameras.width, cameras.height)
 

@@ -242,7 +242,7 @@ class ReconstructNode(Node):
         self._render_requests: queue.Queue = queue.Queue(maxsize=4)
         self._received: dict[str, int] = collections.defaultdict(int)
         self._inbox_dropped: dict[str, int] = collections.defaultdict(int)
-        self._latency = collections.deque(maxlen=4096)   # publish (header stamp) → callback, s
+        self._latency = collections.deque(maxlen=20000)  # publish (header stamp) → callback, s
         self._queue_wait = collections.deque(maxlen=4096)  # callback → builder, s
         self._skipped_total: dict[str, int] = collections.defaultdict(int)  # closed windows + node-level
         self._notes_total: dict[str, int] = collections.defaultdict(int)
@@ -265,7 +265,7 @@ class ReconstructNode(Node):
         for t in self._threads:
             t.start()
         self.get_logger().info(
-            f"reconstructing windows of {cfg.window_seconds:.1f} s from cameras {cfg.cameras} "
+            f"reconstructing windows of {cfg.window_seconds:g} s from cameras {cfg.cameras} "
             f"({cfg.image_transport}), LiDAR {cfg.lidar_topic}, world frame '{cfg.world_frame}'; "
             f"reconstruction every {cfg.reconstruction_every} window(s), outputs in {cfg.output_dir}")
 

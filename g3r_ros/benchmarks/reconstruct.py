@@ -1,0 +1,305 @@
+"""``g3r bench reconstruct``: G3R against per-scene 3DGS on scenes training never saw.
+
+For each held-out synthetic seed (and KITTI windows when available), in one process, on
+one device, with the same views:
+- G3R (T steps, turbo, and the T=1 ablation) and the LiDAR init alone: wall time and
+  PSNR/SSIM on source, held-out and ±2 m lane-shifted views (exact synthetic truth);
+- the 3DGS baseline from the same init, run for 10x G3R's wall time, with its held-out
+  PSNR logged against wall time (evaluation time excluded): PSNR at G3R's time, at 10x,
+  and the time it first reaches G3R's held-out PSNR.
+
+Headline ratios: ``speedup_to_equal_psnr`` = baseline time to reach G3R's held-out PSNR /
+G3R time (a lower bound ``>=`` when the baseline never reaches it within its budget), and
+``lane_shift_psnr_gain_db`` = G3R's lane-shift PSNR − the baseline's at the end of its
+10x budget (the strongest baseline state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HELP = "G3R vs per-scene 3DGS on held-out scenes: speed to equal quality, lane-shift robustness (JSON)"
+LOG = logging.getLogger(__name__)
+
+BENCH_SEEDS_START = 3000  # benchmark seeds: never in any training config's range
+LANE_SHIFTS_M = (-2.0, 2.0)
+
+
+def add_arguments(p):
+    p.add_argument("--scenes", type=int, default=3, help="number of held-out synthetic scenes")
+    p.add_argument("--seed-start", type=int, default=BENCH_SEEDS_START)
+    p.add_argument("--config", default=None, help="training config whose data sizes to use "
+                   "(default config/train_cpu_small.yaml)")
+    p.add_argument("--model", default=None, help="model file (default: shipped models/g3r_net.pt)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--baseline-factor", type=float, default=10.0, help="baseline budget = factor x G3R time")
+    p.add_argument("--kitti", default="auto", help="KITTI odometry sequence dir to add a window of (converted "
+                   "and cached under runs/cache); 'auto': ../shared/data/kitti-odometry-04 when present; 'none'")
+    p.add_argument("--kitti-frames", type=int, default=16, help="frames of the KITTI window (CPU budget)")
+    p.add_argument("--out", default="out/bench_reconstruct", help="plots and per-scene JSON")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _time_to_reach(curve_t, curve_p, target) -> float | None:
+    for t, p in zip(curve_t, curve_p):
+        if p is not None and p >= target:
+            return t
+    return None
+
+
+def _value_at(curve_t, curve_p, t_query) -> float | None:
+    best = None
+    for t, p in zip(curve_t, curve_p):
+        if t <= t_query:
+            best = p
+    return best
+
+
+def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, init_cfg, progress, out_dir):
+    """All methods on one window → a JSON-ready dict (+ a PSNR-vs-time plot)."""
+    from ..baseline_3dgs import Baseline3DGSConfig, optimize_3dgs
+    from ..evaluate import evaluate_keyframes, mean_psnr, mean_ssim
+    from ..offline import baseline_init, identity_decoders
+    from ..reconstruct import ReconstructConfig, reconstruct
+    from ..report import psnr_vs_time_plot
+    from ..scene import init_scene
+    from ..window import Keyframe
+
+    targets = window.target_keyframes
+    sources = window.source_keyframes
+    shifted: list[Keyframe] = []
+    if synth_scene is not None:
+        from ..synthetic import lane_shifted_camera, render_truth
+
+        for kf in targets:
+            for m in LANE_SHIFTS_M:
+                cam = lane_shifted_camera(kf.camera, m)
+                shifted.append(Keyframe(render_truth(synth_scene, cam, kf.stamp), cam, kf.stamp, kf.camera_name,
+                                        True, kf.index))
+
+    def score(params_at, kfs):
+        s = evaluate_keyframes(params_at, kfs, keep_renders=False)
+        return {"psnr": mean_psnr(s), "ssim": mean_ssim(s)}
+
+    def score_all(params_at):
+        out = {"heldout": score(params_at, targets), "source": score(params_at, sources)}
+        if shifted:
+            out["lane_shift"] = score(params_at, shifted)
+        return out
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    scene0 = init_scene(window, init_cfg, device=device)
+    t_init = time.perf_counter() - t0
+    ident = identity_decoders(device)
+    res = {"window": window.summary(), "init_s": t_init}
+    res["init_only"] = score_all(lambda s: scene0.params_at(ident, s)) | {"time_s": t_init}
+
+    g3r_curve = ([t_init], [res["init_only"]["heldout"]["psnr"]])
+
+    def track(step, scene, entry):
+        g3r_curve[0].append(t_init + entry["elapsed_s"])
+        g3r_curve[1].append(score(lambda s: scene.params_at(model.decoders, s), targets)["psnr"])
+
+    variants = {"g3r": dict(steps=steps), "g3r_turbo": dict(steps=steps, turbo=True), "g3r_T1": dict(steps=1)}
+    for name, kw in variants.items():
+        rcfg = ReconstructConfig(device=device.type, **kw)
+        r = reconstruct(window, model, rcfg, scene=scene0, on_step=track if name == "g3r" else None,
+                        progress=progress)
+        res[name] = score_all(r.params_at) | {"time_s": t_init + r.total_s, "steps": len(r.log),
+                                               "points": r.scene.num_points}
+        # the final state after the last update (the step callback sees it too)
+    g3r_time = res["g3r"]["time_s"]
+    g3r_psnr = res["g3r"]["heldout"]["psnr"]
+
+    # 3DGS baseline, same init and views, budget = factor x G3R time
+    base_curve = ([t_init], [res["init_only"]["heldout"]["psnr"]])
+
+    def eval_fn(params):
+        return {"psnr_heldout": score(lambda s: params, targets)["psnr"]}
+
+    budget = baseline_factor * g3r_time - t_init
+    bcfg = Baseline3DGSConfig()
+    bres = optimize_3dgs(window, baseline_init(scene0, window, device), bcfg, iters=100000, device=device,
+                         time_budget_s=max(budget, 1.0), eval_fn=eval_fn, progress=progress,
+                         eval_every_s=max(g3r_time / 8.0, 0.5))
+    for e in bres.log:
+        if e.get("psnr_heldout") is not None:
+            base_curve[0].append(t_init + e["time_s"])
+            base_curve[1].append(e["psnr_heldout"])
+    base_final = score_all(lambda s: bres.params)
+    t_reach = _time_to_reach(*base_curve, g3r_psnr)
+    total_base = t_init + (bres.log[-1]["time_s"] if bres.log else 0.0)
+    res["baseline_3dgs"] = {
+        "iterations": len(bres.log), "time_s": total_base, "final": base_final,
+        "psnr_at_g3r_time": _value_at(*base_curve, g3r_time),
+        "psnr_at_10x_g3r_time": base_final["heldout"]["psnr"],
+        "time_to_g3r_psnr_s": t_reach,
+        "curve": {"time_s": base_curve[0], "psnr_heldout": base_curve[1]},
+    }
+    res["g3r"]["curve"] = {"time_s": g3r_curve[0], "psnr_heldout": g3r_curve[1]}
+    res["speedup_to_equal_psnr"] = (t_reach / g3r_time) if t_reach is not None else (total_base / g3r_time)
+    res["speedup_is_lower_bound"] = t_reach is None
+    if shifted:
+        res["lane_shift_psnr_gain_db"] = res["g3r"]["lane_shift"]["psnr"] - base_final["lane_shift"]["psnr"]
+    psnr_vs_time_plot({"G3R (steps)": g3r_curve, "3DGS baseline": base_curve},
+                      Path(out_dir) / f"psnr_vs_time_{window.name}.png",
+                      title=f"{window.name}: held-out PSNR vs wall time ({device.type})",
+                      markers={"G3R turbo": (res["g3r_turbo"]["time_s"], res["g3r_turbo"]["heldout"]["psnr"]),
+                               "G3R T=1": (res["g3r_T1"]["time_s"], res["g3r_T1"]["heldout"]["psnr"])})
+    return res
+
+
+def run(args) -> int:
+    from ..config import config_path, from_dict
+    from ..model import load_model
+    from ..reconstruct import resolve_device
+    from ..report import write_json
+    from ..scene import InitConfig
+    from ..synthetic import scene_from_bag
+    from ..train import load_train_config, synth_bag
+    from ..window_builder import WindowConfig, window_from_bag
+
+    device = resolve_device(args.device)
+    tcfg = load_train_config(args.config or config_path("train_cpu_small.yaml"))
+    train_range = range(*tcfg.data.synth_train_seeds)
+    val_range = range(*tcfg.data.synth_val_seeds)
+    seeds = list(range(args.seed_start, args.seed_start + args.scenes))
+    overlap = [s for s in seeds if s in train_range or s in val_range]
+    if overlap:
+        raise ValueError(f"benchmark seeds {overlap} overlap the training/validation seeds")
+    model = load_model(args.model, device=device)
+    init_cfg = from_dict(InitConfig, tcfg.init, where="init")
+    wcfg = from_dict(WindowConfig, tcfg.data.window, where="data.window") if tcfg.data.window else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    scenes = []
+    for seed in seeds:
+        bag = synth_bag(seed, tcfg.data)
+        window = window_from_bag(bag, wcfg)
+        window.name = f"synth-{seed}"
+        LOG.info("benchmark scene %s: %s", window.name, window.summary())
+        r = bench_window(window, model, synth_scene=scene_from_bag(bag), steps=args.steps, device=device,
+                         baseline_factor=args.baseline_factor, init_cfg=init_cfg, progress=not args.quiet,
+                         out_dir=out)
+        r["seed"] = seed
+        scenes.append(r)
+        write_json(out / f"{window.name}.json", r)
+    kitti = _kitti_window(args)
+    real = []
+    if kitti is not None:
+        LOG.info("benchmark real window %s: %s", kitti.name, kitti.summary())
+        r = bench_window(kitti, model, synth_scene=None, steps=args.steps, device=device,
+                         baseline_factor=args.baseline_factor, init_cfg=from_dict(InitConfig, {}, where="init"),
+                         progress=not args.quiet, out_dir=out)
+        real.append(r)
+        write_json(out / f"{kitti.name}.json", r)
+
+    def mean(key_fn):
+        vals = [key_fn(s) for s in scenes]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    summary = {
+        "benchmark": "reconstruct",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "model": args.model or "models/g3r_net.pt",
+        "scenes": [s["window"]["name"] for s in scenes],
+        "seeds_disjoint_from_training": True,
+        "steps": args.steps,
+        "mean": {
+            "g3r_time_s": mean(lambda s: s["g3r"]["time_s"]),
+            "g3r_turbo_time_s": mean(lambda s: s["g3r_turbo"]["time_s"]),
+            "g3r_heldout_psnr": mean(lambda s: s["g3r"]["heldout"]["psnr"]),
+            "g3r_heldout_ssim": mean(lambda s: s["g3r"]["heldout"]["ssim"]),
+            "g3r_source_psnr": mean(lambda s: s["g3r"]["source"]["psnr"]),
+            "g3r_lane_shift_psnr": mean(lambda s: s["g3r"].get("lane_shift", {}).get("psnr")),
+            "g3r_turbo_heldout_psnr": mean(lambda s: s["g3r_turbo"]["heldout"]["psnr"]),
+            "g3r_T1_heldout_psnr": mean(lambda s: s["g3r_T1"]["heldout"]["psnr"]),
+            "init_only_heldout_psnr": mean(lambda s: s["init_only"]["heldout"]["psnr"]),
+            "baseline_psnr_at_g3r_time": mean(lambda s: s["baseline_3dgs"]["psnr_at_g3r_time"]),
+            "baseline_psnr_at_10x_g3r_time": mean(lambda s: s["baseline_3dgs"]["psnr_at_10x_g3r_time"]),
+            "baseline_lane_shift_psnr": mean(lambda s: s["baseline_3dgs"]["final"].get("lane_shift", {}).get("psnr")),
+        },
+        "speedup_to_equal_psnr": mean(lambda s: s["speedup_to_equal_psnr"]),
+        "speedup_is_lower_bound_in": [s["window"]["name"] for s in scenes if s["speedup_is_lower_bound"]],
+        "lane_shift_psnr_gain_db": mean(lambda s: s.get("lane_shift_psnr_gain_db")),
+        "real_windows": [{
+            "name": r["window"]["name"], "g3r_time_s": r["g3r"]["time_s"], "g3r_heldout_psnr": r["g3r"]["heldout"]["psnr"],
+            "init_heldout_psnr": r["init_only"]["heldout"]["psnr"],
+            "baseline_psnr_at_g3r_time": r["baseline_3dgs"]["psnr_at_g3r_time"],
+            "baseline_psnr_at_10x_g3r_time": r["baseline_3dgs"]["psnr_at_10x_g3r_time"],
+            "speedup_to_equal_psnr": r["speedup_to_equal_psnr"], "speedup_is_lower_bound": r["speedup_is_lower_bound"],
+        } for r in real],
+        "wall_time_s": time.perf_counter() - t_start,
+        "out": str(out),
+    }
+    m = summary["mean"]
+    summary["targets"] = {
+        "speedup_to_equal_psnr>=10": (summary["speedup_to_equal_psnr"] or 0) >= 10,
+        "g3r_psnr>=baseline_at_10x-0.5dB": (m["g3r_heldout_psnr"] is not None and m["baseline_psnr_at_10x_g3r_time"]
+                                            is not None and m["g3r_heldout_psnr"] >= m["baseline_psnr_at_10x_g3r_time"]
+                                            - 0.5),
+        "lane_shift_psnr_gain_db>=1": (summary["lane_shift_psnr_gain_db"] or -1e9) >= 1.0,
+    }
+    _mean_plot(scenes, out / "psnr_vs_time.png")
+    write_json(out / "summary.json", summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _kitti_window(args):
+    """The first window of the converted KITTI drive (cached conversion), or None."""
+    from ..config import config_path, load_config
+    from ..kitti import convert_kitti_odometry
+    from ..window_builder import WindowConfig, window_from_bag
+
+    if args.kitti == "none":
+        return None
+    seq = Path(args.kitti) if args.kitti != "auto" else Path(__file__).resolve().parents[3] / "shared" / "data" / \
+        "kitti-odometry-04"
+    if not (seq / "poses.txt").exists():
+        if args.kitti != "auto":
+            raise ValueError(f"KITTI sequence not found: {seq}")
+        LOG.info("no KITTI data at %s: real-data window skipped", seq)
+        return None
+    bag = Path("runs/cache") / f"kitti04_{args.kitti_frames}f"
+    if not (bag / "metadata.yaml").exists():
+        convert_kitti_odometry(seq, bag, max_frames=args.kitti_frames, progress=not args.quiet)
+    cfg = load_config(WindowConfig, config_path("window_kitti.yaml"))
+    w = window_from_bag(bag, cfg)
+    w.name = f"kitti04-0-{args.kitti_frames}"
+    return w
+
+
+def _mean_plot(scenes, path):
+    """Held-out PSNR vs wall time of every scene on one axis (G3R solid, baseline dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..report import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    for i, s in enumerate(scenes):
+        color = f"C{i}"
+        g, b = s["g3r"]["curve"], s["baseline_3dgs"]["curve"]
+        ax.plot(g["time_s"], g["psnr_heldout"], "-o", color=color, ms=3, label=f"G3R {s['window']['name']}")
+        ax.plot(b["time_s"], b["psnr_heldout"], "--", color=color, label=f"3DGS {s['window']['name']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time [s]")
+    ax.set_ylabel("held-out PSNR [dB]")
+    ax.set_title("G3R steps (solid) vs per-scene 3DGS (dashed), held-out scenes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
