@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import from_dict, share_dir
 from .gaussians import GaussianDecoder
-from .net import G3RNetSet, NetConfig
+from .net import G3RNetSet, NetSetConfig, load_net_config
 
 LOG = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class ModelFileError(ValueError):
 class G3RModel(nn.Module):
     """Decoders (one per component kind) and the G3R-Net set."""
 
-    def __init__(self, net_config: NetConfig | None = None):
+    def __init__(self, net_config: NetSetConfig | None = None):
         super().__init__()
-        self.net_config = net_config or NetConfig()
+        self.net_config = (net_config or load_net_config()).resolved()
         self.decoders = nn.ModuleDict({k: GaussianDecoder() for k in COMPONENT_KINDS})
         self.nets = G3RNetSet(self.net_config)
 
@@ -98,7 +98,7 @@ def model_from_blob(blob: dict, where: str = "model") -> G3RModel:
         raise ModelFileError(f"{where}: model version {blob.get('version')} is not supported "
                              f"(this g3r_ros reads version {MODEL_VERSION})")
     try:
-        cfg = from_dict(NetConfig, blob.get("net_config") or {}, where=f"{where}:net_config")
+        cfg = from_dict(NetSetConfig, blob.get("net_config") or {}, where=f"{where}:net_config")
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{where}: network config does not match this g3r_ros: {e}") from None
     model = G3RModel(cfg)

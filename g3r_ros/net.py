@@ -281,10 +281,17 @@ class G3RNet(nn.Module):
 
 
 class G3RNetSet(nn.Module):
-    """The three networks: "background", "actor" (shared by all actors) and "distant"."""
+    """The three networks: "background", "actor" (shared by all actors) and "distant".
 
-    def __init__(self, config: NetSetConfig | None = None):
+    config: a :class:`NetSetConfig`, or one :class:`NetConfig` used for all three (each
+    component then takes its own default voxel size unless ``voxel_size`` is set)."""
+
+    def __init__(self, config: NetSetConfig | NetConfig | None = None):
         super().__init__()
+        if isinstance(config, NetConfig):
+            config = NetSetConfig(**{name: dataclasses.replace(config) for name in COMPONENTS})
+        elif config is not None and not isinstance(config, NetSetConfig):
+            raise ValueError(f"config must be a NetSetConfig or NetConfig, got {type(config).__name__}")
         config = (config or NetSetConfig()).resolved()
         config.validate()
         self.config = config

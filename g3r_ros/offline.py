@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baseline_3dgs import Baseline3DGSConfig, optimize_3dgs
+from .baseline import Baseline3DGSConfig, optimize_3dgs
 from .config import from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr, mean_ssim
 from .export import write_ply

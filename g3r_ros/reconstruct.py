@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .gaussians import POS
 from .metrics import psnr_from_mse
+from .net import normalize_gradient
 from .model import G3RModel
 from .render.types import GaussianParams
 from .scene import InitConfig, NeuralScene, init_scene
@@ -85,11 +86,19 @@ def step_size(t: int, total: int, gamma_max: float, gamma_min: float) -> float:
     return gamma_min + 0.5 * (gamma_max - gamma_min) * (1.0 + math.cos(math.pi * u))
 
 
-def normalize_gradient(grad: torch.Tensor) -> torch.Tensor:
-    """Per-channel normalization by max |value|: grad (N,C) → (N,C) in [-1, 1]."""
-    if grad.numel() == 0:
-        return grad
-    return grad / grad.abs().amax(dim=0, keepdim=True).clamp_min(1e-20)
+def distant_voxel_size(points: torch.Tensor, factor: float = 2.0, sample: int = 512) -> float:
+    """Voxel size for the distant network: ``factor`` x the median nearest-neighbour spacing of
+    the sphere's Gaussians (its radius depends on the scene, so it is measured, not fixed).
+
+    points: (N,3) world.
+    """
+    n = points.shape[0]
+    if n < 2:
+        return 1.0
+    idx = torch.linspace(0, n - 1, min(sample, n), device=points.device).long()
+    d = torch.cdist(points[idx], points)
+    d[torch.arange(len(idx), device=points.device), idx] = float("inf")
+    return float(factor * d.amin(dim=1).median().clamp_min(1e-3))
 
 
 @dataclass
@@ -146,7 +155,8 @@ def apply_update(model: G3RModel, scene: NeuralScene, grads: list[torch.Tensor],
             new_states.append(state)
             continue
         net = model.nets[comp.kind]
-        delta = net(state[:, POS], state, normalize_gradient(grad), step, total)
+        kw = {"voxel_size": distant_voxel_size(state[:, POS])} if comp.kind == "distant" else {}
+        delta = net(state[:, POS], state, normalize_gradient(grad), step, total, **kw)
         new_states.append(state + gamma * delta)
     return new_states
 

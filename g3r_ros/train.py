@@ -42,7 +42,7 @@ from .gaussians import LOG_SCALE
 from .metrics import psnr_from_mse, ssim
 from .model import (MODEL_FORMAT, MODEL_VERSION, G3RModel, ModelFileError, atomic_torch_save, model_from_blob,
                     safe_torch_load, save_model)
-from .net import NetConfig
+from .net import NetSetConfig
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
 from .scene import InitConfig, NeuralScene, init_scene
 from .views import make_chunks, render_chunk
@@ -252,7 +252,7 @@ class Trainer:
         else:
             if resume:
                 LOG.warning("--resume: no checkpoint at %s, starting fresh", self.ckpt_path)
-            self.model = G3RModel(from_dict(NetConfig, cfg.net, where="net")).to(self.device)
+            self.model = G3RModel(from_dict(NetSetConfig, cfg.net, where="net") if cfg.net else None).to(self.device)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.step_module = TrainStep(self.model, cfg)
         if self.distributed:

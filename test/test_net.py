@@ -240,6 +240,10 @@ def test_netset_components_size_and_config():
     assert n_bytes < 30e6
     with pytest.raises(ValueError):
         ns["sky"]
+    # one NetConfig for all three: per-component default voxel sizes still apply
+    shared = G3RNetSet(NetConfig(**TINY))
+    assert [shared[c].voxel_size for c in COMPONENTS] == [0.4, 0.15, 20.0]
+    assert shared["actor"].config.channels == (4, 6)
     with pytest.raises(ValueError, match="unknown config key"):
         from g3r_ros.config import from_dict
         from_dict(NetSetConfig, {"background": {"voxelsize": 0.3}})

@@ -506,3 +506,29 @@ def test_end_to_end_g3r_on_synthetic_drive(tmp_path):
     finally:
         _stop(node)
         probe.close()
+
+
+def test_compressed_transport_subscriptions_in_process(tmp_path):
+    """image_transport: compressed subscribes '<image>/compressed' (CompressedImage) and the
+    CameraInfo beside the image; the injected reconstructor is used as given."""
+    from rclpy.parameter import Parameter
+
+    from g3r_ros.ros.node import ReconstructNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID + 2)
+    stand_in = LidarColourStandIn()
+    overrides = [Parameter(k, value=v) for k, v in node_params(tmp_path, image_transport="compressed").items()]
+    node = ReconstructNode(reconstructor=stand_in, context=ctx, parameter_overrides=overrides)
+    try:
+        subs = {s.topic_name: s.msg_type.__name__ for s in node.subscriptions}
+        assert subs["/cam/image_raw/compressed"] == "CompressedImage"
+        assert subs["/cam/camera_info"] == "CameraInfo" and subs["/cam2/camera_info"] == "CameraInfo"
+        assert "/cam/image_raw" not in subs
+        assert subs["/lidar/points"] == "PointCloud2" and subs["/tf_static"] == "TFMessage"
+        assert node.reconstructor is stand_in
+        assert node.window_config.camera_topics == ["/cam/image_raw/compressed", "/cam2/image_raw/compressed"]
+    finally:
+        assert node.shutdown(timeout=5.0) is None  # no map yet: nothing saved
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -43,10 +43,11 @@ class BaselineResult:
     log: entries ``{iter, time_s, loss, psnr_source, n_gaussians, ...eval_fn results}``;
     iter 0 is the init (loss/PSNR over all source views), later entries are the training
     loss/PSNR of that iteration's view(s) before its step; ``time_s`` is training wall time
-    (evaluation excluded) at the end of the iteration. Densification / opacity-reset
+    (evaluation excluded) and ``n_gaussians`` the count, both at the end of the iteration. Densification / opacity-reset
     iterations always have an entry, with ``densify`` (counts) / ``opacity_reset`` keys.
     config: the schedule-resolved config actually used. extent: scene extent (m).
-    stop_reason: "iters" or "time_budget".
+    stop_reason: "iters" or "time_budget". densify_events: ``{iter, n_before, cloned, split,
+    pruned, n_after}`` per densification and ``{iter, opacity_reset: True}`` per reset.
     """
 
     params: GaussianParams
@@ -172,6 +173,44 @@ def _batch(views: list[_View], idx: list[int]) -> tuple[CameraBatch, torch.Tenso
     return CameraBatch(Ks, vms, cams.width, cams.height), torch.cat([views[i].image for i in idx])
 
 
+def _init_entry(views: list[_View], render_view: Callable[[CameraBatch], RenderOutput], cfg: Baseline3DGSConfig,
+                n_gaussians: int) -> dict:
+    """Log entry of iteration 0: loss (mean) and PSNR (of the mean MSE) over all source views."""
+    losses, mses = [], []
+    with torch.no_grad():
+        for v in views:
+            out = render_view(v.camera)
+            loss, _ = photometric_loss(out.rgb, v.image, cfg.lambda_dssim, cfg.ssim_window, cfg.ssim_sigma)
+            losses.append(float(loss))
+            mses.append(float(((out.rgb.clamp(0, 1) - v.image) ** 2).mean()))
+    mse = float(np.mean(mses))
+    return {"iter": 0, "time_s": 0.0, "loss": float(np.mean(losses)),
+            "psnr_source": float("inf") if mse <= 0 else -10.0 * math.log10(mse), "n_gaussians": n_gaussians}
+
+
+@torch.no_grad()
+def _density_control(state: TrainableGaussians, cfg: Baseline3DGSConfig, it: int, out: RenderOutput,
+                     cameras: CameraBatch, extent: float, gen: torch.Generator, white: bool) -> list[dict]:
+    """graphdeco's per-iteration density control (call while ``it < densify_until_iter``).
+
+    Accumulates the statistics of this iteration's render, then densifies/prunes and resets
+    opacities when due. Returns the events as log fragments (``{"densify": counts}`` and/or
+    ``{"opacity_reset": True}``).
+    """
+    if out.means2d is None or out.means2d.grad is None or out.radii is None:
+        raise RuntimeError("renderer returned no means2d gradient / radii; 3DGS densification needs "
+                           "RenderOutput.means2d (retain_grad) and radii")
+    add_densification_stats(state, out.means2d.grad, out.radii, cameras.width, cameras.height)
+    events = []
+    if it > cfg.densify_from_iter and it % cfg.densification_interval == 0:
+        size_threshold = cfg.max_screen_size if it > cfg.opacity_reset_interval else None
+        events.append({"densify": densify_and_prune(state, cfg, extent, size_threshold, gen).as_dict()})
+    if it % cfg.opacity_reset_interval == 0 or (white and it == cfg.densify_from_iter):
+        reset_opacity(state, cfg.opacity_reset_value)
+        events.append({"opacity_reset": True})
+    return events
+
+
 def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DGSConfig | dict | None = None, *,
                   iters: int, device="cpu", time_budget_s: float | None = None, eval_every: int | None = None,
                   eval_every_s: float | None = None, eval_fn: Callable[[GaussianParams], dict] | None = None,
@@ -241,17 +280,8 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
 
     # Iteration 0: the init over all source views (not counted as training time).
     t0 = time.perf_counter()
-    with torch.no_grad():
-        losses, mses = [], []
-        for v in views:
-            out = do_render(v.camera, background)
-            loss0, _ = photometric_loss(out.rgb, v.image, cfg.lambda_dssim, cfg.ssim_window, cfg.ssim_sigma)
-            losses.append(float(loss0))
-            mses.append(float(((out.rgb.clamp(0, 1) - v.image) ** 2).mean()))
-        mse0 = float(np.mean(mses))
+    entry0 = _init_entry(views, lambda cams: do_render(cams, background), cfg, len(state))
     eval_time += time.perf_counter() - t0
-    entry0 = {"iter": 0, "time_s": 0.0, "loss": float(np.mean(losses)),
-              "psnr_source": float("inf") if mse0 <= 0 else -10.0 * math.log10(mse0), "n_gaussians": len(state)}
     run_eval(entry0)
     log.append(entry0)
 
@@ -276,25 +306,12 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
             if not torch.isfinite(loss):
                 raise RuntimeError(f"3DGS baseline: loss is {float(loss)} at iteration {it}")
             loss.backward()
-            entry = {"iter": it, "loss": float(loss.detach()), "psnr_source": psnr(out.rgb, gt), "n_gaussians": len(state)}
-            event = False
+            entry = {"iter": it, "loss": float(loss.detach()), "psnr_source": psnr(out.rgb, gt)}
             with torch.no_grad():
                 if it < cfg.densify_until_iter:
-                    if out.means2d is None or out.means2d.grad is None or out.radii is None:
-                        raise RuntimeError("renderer returned no means2d gradient / radii; 3DGS densification "
-                                           "needs RenderOutput.means2d (retain_grad) and radii")
-                    add_densification_stats(state, out.means2d.grad, out.radii, cameras.width, cameras.height)
-                    if it > cfg.densify_from_iter and it % cfg.densification_interval == 0:
-                        size_threshold = cfg.max_screen_size if it > cfg.opacity_reset_interval else None
-                        rep = densify_and_prune(state, cfg, extent, size_threshold, gen).as_dict()
-                        entry["densify"] = rep
-                        events.append({"iter": it, **rep})
-                        event = True
-                    if it % cfg.opacity_reset_interval == 0 or (white and it == cfg.densify_from_iter):
-                        reset_opacity(state, cfg.opacity_reset_value)
-                        entry["opacity_reset"] = True
-                        events.append({"iter": it, "opacity_reset": True})
-                        event = True
+                    for ev in _density_control(state, cfg, it, out, cameras, extent, gen, white):
+                        entry.update(ev)
+                        events.append({"iter": it, **ev.get("densify", ev)})
                 state.optimizer.step()
                 state.optimizer.zero_grad(set_to_none=True)
             del out, loss
@@ -306,6 +323,7 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
                 or (eval_every_s is not None and train_time - last_eval_time >= eval_every_s))
             if due:
                 run_eval(entry)
+            event = "densify" in entry or "opacity_reset" in entry
             if due or event or it % log_every == 0 or it == iters:
                 log.append(entry)
             bar.update(1)
