@@ -9,6 +9,7 @@ export ROS_DOMAIN_ID ?= 42
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 export OMP_NUM_THREADS ?= 2
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test test-fast demo bench lint clean
 

@@ -134,3 +134,24 @@ def test_degenerate_but_finite_gaussians_do_not_crash():
     (out.rgb.sum() + out.depth.sum()).backward()
     for p in (g.means, g.log_scales, g.opacity_logits):
         assert torch.isfinite(p.grad).all()
+
+
+def test_backward_works_when_nothing_is_visible():
+    g, cams = _scene(4)
+    g.means[:, 2] = -5.0  # all behind the camera
+    for p in (g.means, g.rgb, g.opacity_logits):
+        p.requires_grad_(True)
+    out = render(g, cams, backend="torch", background=torch.tensor([0.1, 0.2, 0.3]))
+    assert (out.alpha == 0).all() and (out.radii == 0).all()
+    (out.rgb.sum() + out.depth.sum()).backward()
+    assert (g.means.grad == 0).all() and (g.rgb.grad == 0).all()
+    assert out.means2d.grad is not None and (out.means2d.grad == 0).all()
+
+
+def test_backward_works_with_zero_gaussians():
+    g, cams = _scene(0)
+    for f in FIELDS:
+        getattr(g, f).requires_grad_(True)
+    out = render(g, cams, backend="torch")
+    out.rgb.sum().backward()
+    assert g.means.grad is not None and g.means.grad.shape == (0, 3)

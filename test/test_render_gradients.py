@@ -164,3 +164,18 @@ def test_cuda_torch_backend_matches_gsplat_backend():
     assert torch.equal(a.radii, b.radii)
     for name, x, y in zip(FIELDS, *grads):
         assert (x - y).abs().max() <= 1e-3 * y.abs().max() + 1e-6, name
+
+
+def test_gradients_match_gsplat_torch_pipeline_with_benchmark_stand_ins():
+    from g3r_ros.benchmarks.render import gsplat_reference_render, make_bench_scene
+
+    g, cams = make_bench_scene(200, 32, 24, seed=4)
+    w = _weights((1, 24, 32, 3), (1, 24, 32, 1), torch.float32)
+    grads = []
+    for fn in (lambda gp: render(gp, cams, backend="torch"), lambda gp: gsplat_reference_render(gp, cams)):
+        params = [p.clone().requires_grad_(True) for p in _params(g)]
+        out = fn(GaussianParams(*params))
+        rgb, alpha, depth = (out.rgb, out.alpha, out.depth) if hasattr(out, "rgb") else out[:3]
+        grads.append(torch.autograd.grad(_loss(rgb, alpha, depth, w), params))
+    for name, a, b in zip(FIELDS, *grads):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-6, name

@@ -132,8 +132,12 @@ class _Publisher:
         from tf2_msgs.msg import TFMessage
 
         from ..geometry import R_BODY_OPTICAL, make_transform
-        from ..ros.convert import camera_info_to_msg, image_to_msg, matrix_to_transform_stamped, \
-            structured_to_pointcloud2
+        from ..ros.convert import (
+            camera_info_to_msg,
+            image_to_msg,
+            matrix_to_transform_stamped,
+            structured_to_pointcloud2,
+        )
 
         rng = np.random.default_rng(0)
         self.node, self.args = node, args
@@ -253,7 +257,7 @@ def run(args) -> int:
             time.sleep(0.1)
         rss = {"start": rss_mb(proc.pid)}
         period = 1.0 / args.rate
-        n_ticks = int(round(args.seconds * args.rate))
+        n_ticks = round(args.seconds * args.rate)
         t_start = time.perf_counter()
         for k in range(n_ticks):
             target = t_start + k * period

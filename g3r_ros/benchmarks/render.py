@@ -18,6 +18,7 @@ monkeypatched with plain-torch equivalents with the same semantics (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,7 +34,11 @@ HELP = "renderer benchmark: torch backend vs gsplat's pure-torch reference pipel
 
 CASES = {"160x96/20k": (160, 96, 20_000), "320x192/50k": (320, 192, 50_000), "640x384/200k": (640, 384, 200_000)}
 RATIO_CASE = "160x96/20k"
-ENV_DEFAULTS = {"OMP_NUM_THREADS": "2", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+# Environment of the timed subprocesses unless already set by the caller. OMP_WAIT_POLICY=PASSIVE:
+# on a shared, oversubscribed machine libgomp's default spin-waiting made the torch backend ~10x
+# slower (threads spin while their partner is descheduled); on an idle machine it costs ~nothing.
+ENV_DEFAULTS = {"OMP_NUM_THREADS": "2", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,11 +219,23 @@ class _FakeNerfacc(types.ModuleType):
         return out.index_add(0, ray_indices, src)
 
 
-def _install_stand_ins() -> None:
+@contextlib.contextmanager
+def _stand_ins():
+    """Temporarily monkeypatch gsplat's CUDA index kernel wrapper and provide ``nerfacc``."""
     import gsplat.cuda._wrapper as wrapper
 
+    old_fn = wrapper.rasterize_to_indices_in_range
+    old_mod = sys.modules.get("nerfacc")
     wrapper.rasterize_to_indices_in_range = _rasterize_to_indices_in_range_torch
     sys.modules["nerfacc"] = _FakeNerfacc()
+    try:
+        yield
+    finally:
+        wrapper.rasterize_to_indices_in_range = old_fn
+        if old_mod is None:
+            sys.modules.pop("nerfacc", None)
+        else:
+            sys.modules["nerfacc"] = old_mod
 
 
 def gsplat_reference_render(g, cams, tile_size: int = 16):
@@ -233,7 +250,6 @@ def gsplat_reference_render(g, cams, tile_size: int = 16):
         _rasterize_to_pixels,
     )
 
-    _install_stand_ins()
     W, H, C = cams.width, cams.height, len(cams)
     covars, _ = _quat_scale_to_covar_preci(g.quats, torch.exp(g.log_scales), compute_preci=False)
     radii, means2d, depths, conics, _ = _fully_fused_projection(g.means, covars, cams.viewmats, cams.Ks, W, H)
@@ -244,7 +260,8 @@ def gsplat_reference_render(g, cams, tile_size: int = 16):
     _, isect_ids, flatten_ids = _isect_tiles(means2d, radii, depths, tile_size, tw, th)
     t_isect = time.perf_counter() - t0
     offsets = _isect_offset_encode(isect_ids, C, tw, th)
-    col, alpha = _rasterize_to_pixels(means2d, conics, colors, opac, W, H, tile_size, offsets, flatten_ids)
+    with _stand_ins():
+        col, alpha = _rasterize_to_pixels(means2d, conics, colors, opac, W, H, tile_size, offsets, flatten_ids)
     depth = col[..., 3:4] / alpha.clamp(min=1e-10)
     return col[..., :3], alpha, depth, t_isect
 
@@ -341,7 +358,6 @@ def run(args) -> int:
     if args.repeats < 1:
         raise ValueError("--repeats must be >= 1")
     env = {k: os.environ.get(k, v) for k, v in ENV_DEFAULTS.items()}
-    env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spin then sleep)")
     report = {
         "benchmark": "g3r bench render",
         "device": "cpu",

@@ -166,7 +166,15 @@ def render(gaussians: GaussianParams, cameras: CameraBatch, *, backend: str = "a
     bg = _prepare_background(background, len(cameras), like)
     choice = _choose_backend(backend, like.device, like.dtype)
     if len(gaussians) == 0:
-        return _empty_render(len(cameras), cameras.height, cameras.width, bg, render_depth, like)
+        out = _empty_render(len(cameras), cameras.height, cameras.width, bg, render_depth, like)
+        params = [getattr(gaussians, f) for f in _PARAM_SHAPES]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            # Keep the (empty) parameters in the graph so that backward() works (zero-size grads).
+            zero = sum(p.sum() for p in params) * 0.0
+            out.rgb = out.rgb + zero
+            out.alpha = out.alpha + zero
+            out.depth = out.depth + zero if out.depth is not None else None
+        return out
     if choice == "gsplat":
         from .gsplat_backend import render_gsplat
 

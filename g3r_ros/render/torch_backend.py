@@ -85,6 +85,9 @@ def render_torch(gaussians: GaussianParams, cameras: CameraBatch, background: to
         all_ids = torch.cat(ids)
         img = img.index_copy(0, all_ids, torch.cat(outs))
         t_img = t_img.index_copy(0, all_ids, torch.cat(trans))
+    elif table.requires_grad:
+        # Nothing visible: keep the outputs in the graph (zero gradients, backward() still works).
+        img = img + 0.0 * table.sum()
 
     def to_image(x):  # (C*TH*TW, P, F) → (C, H, W, F)
         f = x.shape[-1]
