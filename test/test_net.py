@@ -74,8 +74,9 @@ def test_step_embedding_changes_output():
 
 
 def test_output_bounded_by_output_scale():
+    """The tanh head is bounded by output_scale (gradient skip off: it adds -gain*grad on top)."""
     torch.manual_seed(2)
-    net = G3RNet(NetConfig(head_init_std=50.0, output_scale=0.3, learn_output_scale=False, **TINY))
+    net = G3RNet(NetConfig(head_init_std=50.0, output_scale=0.3, learn_output_scale=False, gradient_skip=False, **TINY))
     pts, state, grad = scene(200)
     delta = net(pts, state, grad, 1, 4).detach()
     assert float(delta.abs().max()) <= 0.3 + 1e-6
@@ -278,3 +279,25 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
 def test_default_network_saves_under_30_mb(tmp_path):
     path = save_netset(G3RNetSet(), tmp_path / "default.pt")
     assert path.stat().st_size < 30e6
+
+
+def test_gradient_skip_is_a_learned_descent_path():
+    """With the head zeroed, the update is exactly -gain * grad (per channel), and gain learns."""
+    import torch
+
+    from g3r_ros.net import G3RNet, NetConfig
+
+    torch.manual_seed(0)
+    net = G3RNet(NetConfig(channels=(8, 16), gradient_skip_init=0.05), "background")
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    pts = torch.randn(50, 3) * 2
+    state = torch.randn(50, 46)
+    grad = torch.rand(50, 46) * 2 - 1
+    delta = net(pts, state, grad, 0, 4)
+    torch.testing.assert_close(delta, -0.05 * grad)
+    delta.sum().backward()
+    torch.testing.assert_close(net.gradient_gain.grad, -grad.sum(0))
+    off = G3RNet(NetConfig(channels=(8, 16), gradient_skip=False), "background")
+    assert off.gradient_gain is None

@@ -204,3 +204,15 @@ def test_recorded_qos_defaults():
     assert recorded_qos(mixed, "/t").durability == DurabilityPolicy.VOLATILE
     with pytest.raises(ValueError, match="not a message type"):
         message_class("sensor_msgs/Image")
+
+
+def test_large_data_profile_is_opt_out_and_respects_user_choice(tmp_path):
+    from g3r_ros.ros.player import apply_large_data_profile
+
+    env = {}
+    path = apply_large_data_profile(env, segment_mb=8)
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(path)
+    assert "<segment_size>8388608</segment_size>" in path.read_text()
+    assert apply_large_data_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
+    assert apply_large_data_profile({"G3R_DDS_PROFILE": "0"}) is None
+    assert apply_large_data_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None

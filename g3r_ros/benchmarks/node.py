@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--qos", default="sensor_data", choices=("sensor_data", "reliable"))
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: env or 77)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--no-large-data", action="store_true",
+                        help="keep Fast DDS's default 0.5 MB shared-memory segment (large best-effort samples "
+                        "are then lost: shows the problem)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,10 +233,14 @@ def run(args) -> int:
     if args.seconds <= 0 or args.cameras < 1 or args.points < 1 or args.rate <= 0:
         raise ValueError("--seconds, --cameras, --points and --rate must be positive")
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "77"))
-    import rclpy
-
     from ..ros.convert import diagnostic_values
     from ..ros.params import write_params_file
+    from ..ros.player import apply_large_data_profile
+
+    if args.no_large_data:
+        os.environ["G3R_DDS_PROFILE"] = "0"
+    profile = apply_large_data_profile()  # before rclpy.init; inherited by the node process
+    import rclpy
 
     work = Path(tempfile.mkdtemp(prefix="g3r_bench_node_"))
     params = write_params_file(work / "params.yaml", _node_params(args, work / "out"))
@@ -288,6 +295,7 @@ def run(args) -> int:
             "image": [args.width, args.height], "lidar_points": args.points, "qos": args.qos,
             "reconstructor": args.reconstructor, "reconstruct_every": args.reconstruct_every,
             "window_seconds": args.window_seconds, "ros_domain_id": domain,
+            "fastdds_profile": str(profile) if profile else os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "default"),
             "topics": topics, "callback_drops_total": drops,
             "callback_latency_ms": {"p50": _num(inputs["latency_p50_ms"]), "p95": _num(inputs["latency_p95_ms"])},
             "builder_queue_wait_p95_ms": _num(inputs["queue_wait_p95_ms"]),

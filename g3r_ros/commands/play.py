@@ -22,6 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
                         help="wait up to S seconds until every topic has a subscriber")
     parser.add_argument("--delay", type=float, default=0.0, metavar="S", help="sleep S seconds before playing")
+    parser.add_argument("--no-large-data", action="store_true",
+                        help="keep Fast DDS's default 0.5 MB shared-memory segment (by default a 64 MB one is "
+                        "configured unless FASTDDS_DEFAULT_PROFILES_FILE is set: large best-effort images are "
+                        "lost otherwise)")
 
 
 def run(args) -> int:
@@ -32,19 +36,21 @@ def run(args) -> int:
     config.validate()
     if not os.path.exists(args.bag):
         raise FileNotFoundError(f"bag not found: {args.bag}")
-    stats = play(args.bag, config)
+    stats = play(args.bag, config, large_data=not args.no_large_data)
     print(json.dumps(stats.as_dict()))
     return 0
 
 
-def play(bag, config):
+def play(bag, config, large_data: bool = True):
     """Init rclpy, play ``bag`` until done or Ctrl-C, shut down; returns ``PlayStats``."""
     import threading
 
+    from ..ros.player import BagPlayer, apply_large_data_profile
+
+    if large_data and (profile := apply_large_data_profile()) is not None:
+        LOG.info("Fast DDS profile with a large shared-memory segment: %s", profile)
     import rclpy
     from rclpy.signals import SignalHandlerOptions
-
-    from ..ros.player import BagPlayer
 
     if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
         LOG.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range (SUBNET)")

@@ -785,6 +785,10 @@ def main(args=None) -> int:
                         datefmt="%H:%M:%S")
     if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
         LOG.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range")
+    from .player import apply_large_data_profile
+
+    if (profile := apply_large_data_profile()) is not None:  # maps of many Gaussians are MBs
+        LOG.info("Fast DDS profile with a large shared-memory segment: %s (G3R_DDS_PROFILE=0 to disable)", profile)
     rclpy.init(args=args)
     node = None
     try:

@@ -11,13 +11,68 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..bag import bag_message_count, bag_topics, iter_bag_messages, topic_qos
 
 LOG = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------
+# DDS transport for large messages
+# ---------------------------------------------------------------------------------------
+# Fast DDS's default shared-memory segment is ~0.5 MB per participant: a burst of camera images
+# (0.7 MB each at 640x384) and LiDAR clouds (1.6 MB at 100k points) does not fit, and
+# best-effort samples are silently lost (measured: 60-90 % of 6 camera streams at 10 Hz). A
+# larger segment for the *publishing* participant fixes it (measured: 0 lost). The builtin
+# transports (UDP for other hosts) stay enabled.
+_LARGE_DATA_XML = """<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>g3r_shm_large</transport_id>
+        <type>SHM</type>
+        <segment_size>{segment}</segment_size>
+        <port_queue_capacity>1024</port_queue_capacity>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="g3r_ros_large_data" is_default_profile="true">
+      <rtps>
+        <userTransports>
+          <transport_id>g3r_shm_large</transport_id>
+        </userTransports>
+        <useBuiltinTransports>true</useBuiltinTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def apply_large_data_profile(env=None, segment_mb: int = 64) -> Path | None:
+    """Point Fast DDS at a profile with a ``segment_mb`` shared-memory segment, in ``env``
+    (default ``os.environ``; call before ``rclpy.init``). Does nothing, returning None, when
+    the user chose a profile already, the RMW is not Fast DDS, or ``G3R_DDS_PROFILE=0``."""
+    env = os.environ if env is None else env
+    rmw = env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if env.get("G3R_DDS_PROFILE", "1") == "0" or "fast" not in rmw or any(env.get(k) for k in PROFILE_ENV):
+        return None
+    path = Path(tempfile.gettempdir()) / f"g3r_ros_fastdds_shm{segment_mb}mb_{os.getuid()}.xml"
+    text = _LARGE_DATA_XML.format(segment=int(segment_mb) * 1024 * 1024)
+    if not path.is_file() or path.read_text() != text:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(path)
+    return path
 
 
 @dataclass
