@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--qos", default="sensor_data", choices=("sensor_data", "reliable"))
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: env or 77)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--node-malloc-tuning", action="store_true",
+                        help="pass MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_ to the node (faster CPU rendering, but "
+                        "RSS then only grows: it becomes a high-water mark)")
     parser.add_argument("--no-large-data", action="store_true",
                         help="keep Fast DDS's default 0.5 MB shared-memory segment (large best-effort samples "
                         "are then lost: shows the problem)")
@@ -245,6 +248,9 @@ def run(args) -> int:
     work = Path(tempfile.mkdtemp(prefix="g3r_bench_node_"))
     params = write_params_file(work / "params.yaml", _node_params(args, work / "out"))
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
+    if not args.node_malloc_tuning:  # glibc then returns freed memory: RSS shows live memory, not a high-water mark
+        for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"):
+            env.pop(k, None)
     node_log = open(work / "node.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([sys.executable, "-m", "g3r_ros.ros.node", "--ros-args", "--params-file", str(params)],
                             env=env, stdout=node_log, stderr=subprocess.STDOUT)
@@ -263,6 +269,7 @@ def run(args) -> int:
         while any(p.get_subscription_count() == 0 for p, _, _ in publisher.streams) and time.monotonic() < deadline:
             time.sleep(0.1)
         rss = {"start": rss_mb(proc.pid)}
+        timeline: list[float] = []  # every 5 s
         period = 1.0 / args.rate
         n_ticks = round(args.seconds * args.rate)
         t_start = time.perf_counter()
@@ -276,6 +283,8 @@ def run(args) -> int:
             publisher.tick(time.time(), 5.0 * k * period)  # ego at 5 m/s along x
             if k == n_ticks // 2:
                 rss["middle"] = rss_mb(proc.pid)
+            if k % max(1, round(5 * args.rate)) == 0:
+                timeline.append(round(rss_mb(proc.pid), 1))
             if proc.poll() is not None:
                 raise RuntimeError(f"the node exited during the benchmark; log: {work / 'node.log'}")
         wall = time.perf_counter() - t_start
@@ -299,7 +308,8 @@ def run(args) -> int:
             "topics": topics, "callback_drops_total": drops,
             "callback_latency_ms": {"p50": _num(inputs["latency_p50_ms"]), "p95": _num(inputs["latency_p95_ms"])},
             "builder_queue_wait_p95_ms": _num(inputs["queue_wait_p95_ms"]),
-            "node_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            "node_rss_mb": {k: round(v, 1) for k, v in rss.items()}, "node_rss_mb_every_5s": timeline,
+            "node_malloc_tuning": bool(args.node_malloc_tuning),
             "reconstruction": {
                 "windows_built": int(status["g3r_ros: window"]["windows_built"]), "reconstructions": n_rec,
                 "per_minute": round(n_rec * 60.0 / wall, 2), "windows_dropped": int(recon["windows_dropped"]),
