@@ -181,8 +181,10 @@ def test_player_loop_keeps_tf_static_for_late_joiners_and_stops_on_sigint(small_
     assert stats["loops"] >= 2 and stats["published"]["/cam/image_raw"] >= 7
 
 
-def test_player_rejects_bad_arguments(small_bag, tmp_path, caplog):
+def test_player_rejects_bad_arguments(small_bag, tmp_path, caplog, monkeypatch):
     from g3r_ros.cli import main
+
+    monkeypatch.setenv("G3R_DDS_PROFILE", "0")  # in-process: leave this process's DDS environment alone
 
     assert main(["play", str(tmp_path / "nope")]) == 1
     assert "bag not found" in caplog.text

@@ -47,6 +47,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reconstructor", default="g3r",
                         help="g3r (the shipped model) | points (bench-only stand-in) | module:factory")
     parser.add_argument("--device", default="auto", help="reconstruction.device (auto | cuda | cpu)")
+    parser.add_argument("--model", default="", help="G3R model file ('' = the shipped one)")
+    parser.add_argument("--no-turbo", action="store_true", help="full G3R (--steps steps, all points) instead of "
+                        "turbo (12 steps, half the points)")
+    parser.add_argument("--steps", type=int, default=24, help="G3R steps with --no-turbo")
     parser.add_argument("--qos", default="sensor_data", choices=("sensor_data", "reliable"))
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: env or 77)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
@@ -122,7 +126,8 @@ def _node_params(args, out_dir: Path) -> dict:
         "window.held_out_every": 0, "window.image_scale": 0.25, "window.max_points": 30000,
         "window.voxel_size": 0.3, "window.min_range": 2.0, "window.max_range": 80.0, "window.lidar_every": 2,
         "reconstruction.implementation": impl, "reconstruction.device": args.device,
-        "reconstruction.every": args.reconstruct_every, "reconstruction.turbo": True,
+        "reconstruction.every": args.reconstruct_every, "reconstruction.turbo": not args.no_turbo,
+        "reconstruction.model": args.model, "reconstruction.steps": args.steps,
         "novel_view.lateral_offsets": [], "output_dir": str(out_dir), "save_on_shutdown": False,
         "status_period": 0.5,
     }
@@ -264,7 +269,9 @@ def run(args) -> int:
         while "msg" not in latest and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if "msg" not in latest:
-            raise RuntimeError(f"the node did not start (exit {proc.poll()}); log: {work / 'node.log'}")
+            node_log.flush()
+            tail = (work / "node.log").read_text().strip().splitlines()[-3:]
+            raise ValueError(f"the node did not start (exit {proc.poll()}): {' | '.join(tail)}")
         publisher = _Publisher(pub_node, args)
         while any(p.get_subscription_count() == 0 for p, _, _ in publisher.streams) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -303,6 +310,7 @@ def run(args) -> int:
             "benchmark": "node", "seconds": round(wall, 2), "rate_hz": args.rate, "cameras": args.cameras,
             "image": [args.width, args.height], "lidar_points": args.points, "qos": args.qos,
             "reconstructor": args.reconstructor, "reconstruct_every": args.reconstruct_every,
+            "model": args.model or "shipped", "turbo": not args.no_turbo,
             "window_seconds": args.window_seconds, "ros_domain_id": domain,
             "fastdds_profile": str(profile) if profile else os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "default"),
             "topics": topics, "callback_drops_total": drops,

@@ -10,8 +10,10 @@ A thin adapter over the ROS-free core. Data flow and threads::
     status thread ──▶ ~/status (DiagnosticArray, wall-clock period)
 
 Callbacks never decode or block: sensor subscriptions are *raw* (the CDR bytes), so a live
-stream and a bag go through the same core decoders (``g3r_ros.messages``). Bad input never
-raises out of a callback; it is counted (``~/status``) and logged, throttled.
+stream and a bag go through the same core decoders (``g3r_ros.messages``). Before queueing,
+callbacks shed what cannot matter (images closer than the keyframe spacing, CameraInfo
+repeats, decimated scans; all counted). Bad input never raises out of a callback; it is
+counted (``~/status``) and logged, throttled.
 
 Novel-view pose convention: a ``~/render_pose`` PoseStamped is the pose of the *camera optical
 frame* (x right, y down, z forward; REP-103 optical) in ``header.frame_id``, at
@@ -223,7 +225,8 @@ class ReconstructNode(Node):
         from .params import declare_and_load
 
         self.cfg = cfg = declare_and_load(self)
-        self.window_config = WindowConfig(**cfg.window_config_dict())
+        # LiDAR decimation (window.lidar_every) happens in the callback, before the queue
+        self.window_config = WindowConfig(**{**cfg.window_config_dict(), "lidar_every": 1})
         self.window_config.validate()
         self.reconstructor = reconstructor or load_reconstructor(cfg)
         self._typestore = typestore()
@@ -252,6 +255,16 @@ class ReconstructNode(Node):
         self._window_start: float | None = None  # last keyframe stamp of the last built window
         self._last_stamp: dict[str, float] = {}
         self._time_jump_s = max(10.0, 2.0 * cfg.window_seconds)
+        # images shed in the callback (time-only keyframe policy, see _shed_image); a little under the
+        # builder's spacing so that stamp jitter never sheds an image the builder would have kept
+        self._keyframe_gap = 0.9 * cfg.window_keyframe_seconds
+        shed = cfg.window_keyframe_meters == 0 and self._keyframe_gap > 0
+        self._prefilter: dict[str, float | None] = \
+            {cfg.image_subscription_topic(t): None for t in cfg.cameras} if shed else {}
+        self._image_shed = 0
+        self._lidar_seen = 0
+        self._last_info: dict[str, bytes] = {}
+        self._info_repeated = 0
         self._map: MapState | None = None
         self._counts = collections.Counter()
         self._last_saved: str = ""
@@ -325,16 +338,46 @@ class ReconstructNode(Node):
     def _on_raw(self, raw: bytes, topic: str, msgtype: str, has_header: bool) -> None:
         now = time.time()
         self._received[topic] += 1
-        if has_header and not self.cfg.use_sim_time:
-            stamp = header_stamp_from_cdr(raw)
-            if stamp is not None and -1.0 < now - stamp < LATENCY_PLAUSIBLE_S:  # live stamps only, not a replay
-                self._latency.append(now - stamp)
+        stamp = header_stamp_from_cdr(raw) if has_header else None
+        if stamp is not None and not self.cfg.use_sim_time and -1.0 < now - stamp < LATENCY_PLAUSIBLE_S:
+            self._latency.append(now - stamp)  # live stamps only, not a replay
+        if stamp is not None and topic in self._prefilter and self._shed_image(topic, stamp):
+            return
+        if msgtype == "sensor_msgs/msg/CameraInfo" and self._same_info(topic, raw):
+            return
+        if topic == self.cfg.lidar_topic and self.cfg.window_lidar_every > 1:
+            self._lidar_seen += 1
+            if (self._lidar_seen - 1) % self.cfg.window_lidar_every:
+                return  # decimated here rather than after queueing 1-2 MB clouds (note:lidar_decimated)
         try:
             self._inbox.put_nowait((topic, msgtype, raw, now))
         except queue.Full:
             self._inbox_dropped[topic] += 1
             self._throttle.warn("inbox", "input queue full (%d): dropping %s messages; the builder cannot keep up",
                                 self.cfg.inbox_size, topic)
+
+    def _same_info(self, topic: str, raw: bytes) -> bool:
+        """True for a CameraInfo equal to the last queued one of its topic except for the stamp
+        (the usual case: a fixed calibration re-sent with every image); counted, not queued.
+        The builder keeps the newest calibration per camera, so nothing is lost."""
+        body = bytes(raw[12:])  # after the encapsulation header and header.stamp
+        if self._last_info.get(topic) == body:
+            self._info_repeated += 1
+            return True
+        self._last_info[topic] = body
+        return False
+
+    def _shed_image(self, topic: str, stamp: float) -> bool:
+        """Load shedding before the queue: with a time-only keyframe policy, an image newer than
+        this camera's last queued image by less than ``keyframe_seconds`` cannot become a
+        keyframe, so it is counted (``note:image_shed``) instead of queued. A stamp that went
+        back passes (the builder decides)."""
+        last = self._prefilter[topic]
+        if last is not None and 0.0 <= stamp - last < self._keyframe_gap:
+            self._image_shed += 1
+            return True
+        self._prefilter[topic] = stamp
+        return False
 
     def _on_render_pose(self, msg) -> None:
         try:
@@ -456,6 +499,7 @@ class ReconstructNode(Node):
         self.tf = self._builder.tf
         self._window_start = None
         self._last_stamp.clear()
+        self._last_info.clear()  # the new builder needs the calibrations again
         self._window_span = [None, None]
         with self._lock:
             self._counts["time_resets"] += 1
@@ -636,6 +680,8 @@ class ReconstructNode(Node):
                 self.render_request(msg)
             except ValueError as e:
                 self._count_skip("render_request", str(e))
+            except Exception as e:  # noqa: BLE001 - e.g. a render error: one request fails, not the thread
+                self._count_skip("render_request", f"{type(e).__name__}: {e}")
 
     def render_request(self, msg) -> None:
         """Serve one PoseStamped (optical-frame pose, see the module doc). ``ValueError`` when it
@@ -693,6 +739,13 @@ class ReconstructNode(Node):
             if k not in ("messages", "keyframes", "lidar_scans", "points", "actors", "pending", "skipped",
                          "skipped_by_reason") and isinstance(v, int):
                 notes[k] = notes.get(k, 0) + v
+        if self._image_shed:
+            notes["image_shed"] = self._image_shed
+        if self._info_repeated:
+            notes["camera_info_repeated"] = self._info_repeated
+        if cfg.window_lidar_every > 1 and self._lidar_seen:
+            kept = (self._lidar_seen + cfg.window_lidar_every - 1) // cfg.window_lidar_every
+            notes["lidar_decimated"] = self._lidar_seen - kept
         lo, hi = self._window_span
         fill = 0.0 if lo is None else min(1.0, (hi - lo) / cfg.window_seconds)
         inputs = {"inbox_depth": self._inbox.qsize(), "inbox_capacity": cfg.inbox_size,
