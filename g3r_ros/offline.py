@@ -73,7 +73,7 @@ def identity_decoders(device) -> dict:
     return decoders
 
 
-def baseline_init(scene: NeuralScene, window: SceneWindow, device) -> torch.Tensor:
+def baseline_init(scene: NeuralScene, window: SceneWindow, device) -> GaussianParams:
     """The same LiDAR init as G3R, as plain Gaussians (actors frozen at the first source stamp)."""
     stamp = window.source_keyframes[0].stamp
     return scene.params_at(identity_decoders(device), stamp).detach()
