@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .baseline import Baseline3DGSConfig, optimize_3dgs
-from .config import from_dict, load_yaml
+from .config import config_path, from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr, mean_ssim
 from .export import write_ply
 from .gaussians import GaussianDecoder
@@ -39,16 +39,25 @@ LOG = logging.getLogger(__name__)
 class OfflineConfig:
     """Sections of an offline config YAML (``config/offline_*.yaml``)."""
 
-    window: dict | None = None
-    init: dict = field(default_factory=dict)
+    window: dict | str | None = None   # a mapping, or the name of a window YAML in config/
+    init: dict | str = field(default_factory=dict)  # likewise, e.g. "init.yaml"
     reconstruct: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
 
+    @staticmethod
+    def _section(value) -> dict:
+        if isinstance(value, str):
+            path = Path(value) if Path(value).is_file() else config_path(value)
+            return load_yaml(path)
+        return value or {}
+
     def window_config(self) -> WindowConfig | None:
-        return from_dict(WindowConfig, self.window, where="window") if self.window is not None else None
+        if self.window is None:
+            return None
+        return from_dict(WindowConfig, self._section(self.window), where="window")
 
     def init_config(self) -> InitConfig:
-        return from_dict(InitConfig, self.init, where="init")
+        return from_dict(InitConfig, self._section(self.init), where="init")
 
     def reconstruct_config(self) -> ReconstructConfig:
         return from_dict(ReconstructConfig, self.reconstruct, where="reconstruct")

@@ -428,6 +428,10 @@ class WindowBuilder:
     def _use_scan(self, item: _Pending, T_world_lidar: np.ndarray) -> None:
         cfg = self.config
         pts = pointcloud_xyz(item.msg)
+        if len(pts) == 0:
+            n = int(getattr(item.msg, "width", 0)) * int(getattr(item.msg, "height", 0))
+            self._skip(item.topic, item.stamp, f"lidar: {'all ' + str(n) + ' points non-finite' if n else 'empty scan'}")
+            return
         pts = range_filter(pts, cfg.min_range, cfg.max_range)
         world = apply_transform(T_world_lidar, pts)
         world = voxel_downsample(world, cfg.voxel_size)

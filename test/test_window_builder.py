@@ -402,3 +402,20 @@ def test_kitti_window(kitti_window):
     uv, z = w.keyframes[0].camera.project(w.points)
     inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < 306) & (uv[:, 1] >= 0) & (uv[:, 1] < 92)
     assert inside.sum() > 5000
+
+
+def test_all_nan_scan_is_a_recorded_skip():
+    """A LiDAR scan with only NaN points is skipped with a reason (the node counts it in ~/status)."""
+    from types import SimpleNamespace
+
+    from g3r_ros.window_builder import WindowBuilder, WindowConfig, _Pending
+
+    b = WindowBuilder(WindowConfig(camera_topics=["/cam/image_raw"], lidar_topic="/velo", tracks_topic=""))
+    data = np.full((3, 4), np.nan, np.float32).tobytes()
+    fields = [SimpleNamespace(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")] + \
+        [SimpleNamespace(name="i", offset=12, datatype=7, count=1)]
+    msg = SimpleNamespace(height=1, width=3, fields=fields, is_bigendian=False, point_step=16, row_step=48,
+                          data=np.frombuffer(data, np.uint8), is_dense=False)
+    b._use_scan(_Pending(kind="lidar", topic="/velo", stamp=1.0, frame_id="velodyne", msg=msg), np.eye(4))
+    assert b.stats()["lidar_scans"] == 0
+    assert any(s.reason.startswith("lidar: all 3 points non-finite") for s in b._skipped)

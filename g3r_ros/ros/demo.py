@@ -227,7 +227,11 @@ def _resolve_model(model_path, out_dir: Path) -> tuple[Path, bool]:
     LOG.warning("NO TRAINED MODEL at %s: the ROS node runs an UNTRAINED G3R network (%s); its maps and "
                 "novel views show the initialization, not G3R. Train one with `g3r train` or pass --model.",
                 default_model_path(), path)
-    save_model(G3RModel(), path)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # a reproducible untrained network, global RNG untouched
+        torch.manual_seed(0)
+        save_model(G3RModel(), path)
     return path.resolve(), True
 
 

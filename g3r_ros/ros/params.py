@@ -203,7 +203,7 @@ class NodeConfig:
         _one_of("reconstruction.device", self.reconstruction_device, DEVICES)
         _positive("qos.depth", self.qos_depth)
         _positive("sync.queue_size", self.sync_queue_size)
-        _non_negative("sync.slop", self.sync_slop)
+        _positive("sync.slop", self.sync_slop)
         _positive("window.seconds", self.window_seconds)
         for name in ("window.meters", "window.keyframe_meters", "window.keyframe_seconds",
                      "window.min_range", "window.tf_wait_s", "window.max_lidar_scans"):
