@@ -32,7 +32,7 @@ bench: setup
 	$(VENV)/bin/g3r bench render
 
 lint: setup
-	$(PY) -m ruff check g3r_ros test tools bench
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf out build install log .pytest_cache

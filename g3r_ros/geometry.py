@@ -17,7 +17,6 @@ differentiable, for the renderer and the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -176,7 +175,7 @@ class PinholeCamera:
     def center(self) -> np.ndarray:
         return self.T_world_cam[:3, 3].copy()
 
-    def scaled(self, factor: float) -> "PinholeCamera":
+    def scaled(self, factor: float) -> PinholeCamera:
         """The same camera at ``factor`` times the resolution (K scaled accordingly)."""
         w = max(1, int(round(self.width * factor)))
         h = max(1, int(round(self.height * factor)))
@@ -186,7 +185,7 @@ class PinholeCamera:
         K[1, :] *= sy
         return PinholeCamera(K, w, h, self.T_world_cam.copy())
 
-    def with_pose(self, T_world_cam: np.ndarray) -> "PinholeCamera":
+    def with_pose(self, T_world_cam: np.ndarray) -> PinholeCamera:
         return PinholeCamera(self.K.copy(), self.width, self.height, T_world_cam)
 
     def project(self, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +213,7 @@ class CameraBatch:
         return int(self.Ks.shape[0])
 
     @staticmethod
-    def from_cameras(cameras, device=None, dtype=None) -> "CameraBatch":
+    def from_cameras(cameras, device=None, dtype=None) -> CameraBatch:
         """Stack ``PinholeCamera`` objects (all the same size) into a batch (float32 default)."""
         import torch
 
@@ -230,11 +229,11 @@ class CameraBatch:
         vm = torch.as_tensor(np.stack([c.T_cam_world for c in cameras]), dtype=dtype, device=device)
         return CameraBatch(Ks, vm, w, h)
 
-    def to(self, device=None, dtype=None) -> "CameraBatch":
+    def to(self, device=None, dtype=None) -> CameraBatch:
         return CameraBatch(self.Ks.to(device=device, dtype=dtype), self.viewmats.to(device=device, dtype=dtype),
                            self.width, self.height)
 
-    def __getitem__(self, idx) -> "CameraBatch":
+    def __getitem__(self, idx) -> CameraBatch:
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
         return CameraBatch(self.Ks[idx], self.viewmats[idx], self.width, self.height)

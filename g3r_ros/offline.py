@@ -25,8 +25,8 @@ from .export import write_ply
 from .gaussians import GaussianDecoder
 from .metrics import error_map, lpips_available
 from .model import G3RModel, load_model
-from .render.types import GaussianParams
 from .reconstruct import ReconstructConfig, reconstruct, resolve_device
+from .render.types import GaussianParams
 from .report import contact_sheet, psnr_vs_time_plot, write_json, write_png
 from .scene import InitConfig, NeuralScene, init_scene
 from .window import SceneWindow

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from .gaussians import POS
 from .metrics import psnr_from_mse
-from .net import normalize_gradient
 from .model import G3RModel
+from .net import normalize_gradient
 from .render.types import GaussianParams
 from .scene import InitConfig, NeuralScene, init_scene
 from .views import ViewChunk, make_chunks, photometric_l2, render_chunk

@@ -40,8 +40,16 @@ from .config import from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr
 from .gaussians import LOG_SCALE
 from .metrics import psnr_from_mse, ssim
-from .model import (MODEL_FORMAT, MODEL_VERSION, G3RModel, ModelFileError, atomic_torch_save, model_from_blob,
-                    safe_torch_load, save_model)
+from .model import (
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    G3RModel,
+    ModelFileError,
+    atomic_torch_save,
+    model_from_blob,
+    safe_torch_load,
+    save_model,
+)
 from .net import NetSetConfig
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
 from .scene import InitConfig, NeuralScene, init_scene
@@ -315,8 +323,8 @@ class Trainer:
             scene = init_scene(w, self.init_cfg, device=self.device)
             from .offline import identity_decoders
 
-            ident = identity_decoders(self.device)
-            init_p.append(mean_psnr(evaluate_keyframes(lambda s: scene.params_at(ident, s), w.target_keyframes,
+            init_params = scene.params_at(identity_decoders(self.device), None)
+            init_p.append(mean_psnr(evaluate_keyframes(lambda s, p=init_params: p, w.target_keyframes,
                                                        keep_renders=False)))
             with torch.enable_grad():
                 res = reconstruct(w, self.model, rcfg, scene=scene, progress=False)

@@ -32,7 +32,7 @@ class ViewChunk:
 
 def image_to_tensor(image: np.ndarray, device=None) -> torch.Tensor:
     """(H,W,3) uint8 → (H,W,3) float32 in [0,1]."""
-    return torch.as_tensor(np.ascontiguousarray(image), device=device).float().div_(255.0)
+    return torch.from_numpy(np.array(image, dtype=np.float32, copy=True)).to(device).div_(255.0)
 
 
 def make_chunks(keyframes: list[Keyframe], *, chunk_size: int, per_stamp: bool, device=None) -> list[ViewChunk]:

@@ -134,7 +134,7 @@ class SceneWindow:
         }
 
     @staticmethod
-    def from_bag(path, config=None) -> "SceneWindow":
+    def from_bag(path, config=None) -> SceneWindow:
         """Read the first window of a rosbag2 (mcap or sqlite3). See ``window_builder``."""
         from .window_builder import window_from_bag
 

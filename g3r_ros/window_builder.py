@@ -430,7 +430,8 @@ class WindowBuilder:
         pts = pointcloud_xyz(item.msg)
         if len(pts) == 0:
             n = int(getattr(item.msg, "width", 0)) * int(getattr(item.msg, "height", 0))
-            self._skip(item.topic, item.stamp, f"lidar: {'all ' + str(n) + ' points non-finite' if n else 'empty scan'}")
+            what = f"all {n} points non-finite" if n else "empty scan"
+            self._skip(item.topic, item.stamp, f"lidar: {what}")
             return
         pts = range_filter(pts, cfg.min_range, cfg.max_range)
         world = apply_transform(T_world_lidar, pts)

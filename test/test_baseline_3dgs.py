@@ -251,7 +251,8 @@ def test_densify_clone_split_prune_crafted():
     assert float(st.adam_state("means")["step"]) == step_before
     # split children: scale / (0.8 * 2), same rotation/colour/opacity, sampled around the parent
     kids = slice(4, 6)
-    assert torch.allclose(st.params["log_scales"].detach()[kids], (before["log_scales"][1] - math.log(1.6)).expand(2, 3))
+    expected = (before["log_scales"][1] - math.log(1.6)).expand(2, 3)
+    assert torch.allclose(st.params["log_scales"].detach()[kids], expected)
     for n in ("quats", "opacity_logits", "rgb"):
         assert torch.equal(st.params[n].detach()[kids], before[n][1].expand_as(st.params[n].detach()[kids]))
     off = means[kids] - before["means"][1]

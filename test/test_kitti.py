@@ -213,7 +213,9 @@ def _oxts_records():
 def _write_raw_drive(root: Path) -> Path:
     date = root / "2011_09_26"
     drive = date / "2011_09_26_drive_0001_sync"
-    fmt = lambda a: " ".join(f"{v:.12e}" for v in np.asarray(a).reshape(-1))
+    def fmt(a):
+        return " ".join(f"{v:.12e}" for v in np.asarray(a).reshape(-1))
+
     date.mkdir(parents=True)
     (date / "calib_cam_to_cam.txt").write_text(
         "calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from g3r_ros.config import from_dict
-from g3r_ros.model import (COMPONENT_KINDS, G3RModel, ModelFileError, default_model_path, load_model,
-                           model_from_blob, save_model)
+from g3r_ros.model import (
+    COMPONENT_KINDS,
+    G3RModel,
+    ModelFileError,
+    default_model_path,
+    load_model,
+    model_from_blob,
+    save_model,
+)
 from g3r_ros.net import NetSetConfig
 
 TINY = {"channels": [8, 16], "time_embed_dim": 16, "point_channels": 8, "head_channels": 16}

@@ -96,7 +96,8 @@ def make_window(wall=False, actors=(), extra_points=None, dense=False):
     for idx, eye in enumerate(EYES):
         cam = camera(eye)
         kfs.append(Keyframe(raycast(cam, wall), cam, stamp=0.5 * idx, index=idx))
-    pts = [ground_points(dense=dense)] + ([wall_points()] if wall else []) + ([extra_points] if extra_points is not None else [])
+    pts = [ground_points(dense=dense)] + ([wall_points()] if wall else [])
+    pts += [extra_points] if extra_points is not None else []
     ego = np.array([[x, y, 1.5] for x, y in EYES])
     return SceneWindow(kfs, np.concatenate(pts).astype(np.float32), actors=list(actors), ego_positions=ego,
                        name="test")

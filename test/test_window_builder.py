@@ -310,7 +310,7 @@ def test_image_scale_distortion_and_stats():
         b.build()
     # a distorted camera is undistorted on ingest
     msgs = toy_messages(n=1)
-    for i, (topic, mt, t, msg) in enumerate(msgs):
+    for i, (topic, mt, t, _msg) in enumerate(msgs):
         if topic == INFO:
             msgs[i] = (topic, mt, t, bag.make_camera_info(t, "cam_optical", K, W, H, D=[-0.3, 0.1, 0, 0, 0]))
     kf = feed(WindowBuilder(toy_config()), msgs).build().keyframes[0]

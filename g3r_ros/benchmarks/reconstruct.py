@@ -241,7 +241,8 @@ def run(args) -> int:
         "speedup_is_lower_bound_in": [s["window"]["name"] for s in scenes if s["speedup_is_lower_bound"]],
         "lane_shift_psnr_gain_db": mean(lambda s: s.get("lane_shift_psnr_gain_db")),
         "real_windows": [{
-            "name": r["window"]["name"], "g3r_time_s": r["g3r"]["time_s"], "g3r_heldout_psnr": r["g3r"]["heldout"]["psnr"],
+            "name": r["window"]["name"], "g3r_time_s": r["g3r"]["time_s"],
+            "g3r_heldout_psnr": r["g3r"]["heldout"]["psnr"],
             "init_heldout_psnr": r["init_only"]["heldout"]["psnr"],
             "baseline_psnr_at_g3r_time": r["baseline_3dgs"]["psnr_at_g3r_time"],
             "baseline_psnr_at_10x_g3r_time": r["baseline_3dgs"]["psnr_at_10x_g3r_time"],

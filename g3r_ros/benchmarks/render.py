@@ -124,7 +124,7 @@ def _rasterize_to_indices_in_range_torch(range_start, range_end, transmittances,
 
     with torch.no_grad():
         dev = means2d.device
-        I = int(math.prod(means2d.shape[:-2]))
+        I = int(math.prod(means2d.shape[:-2]))  # noqa: E741 - gsplat's name for the image count
         N = means2d.shape[-2]
         th, tw = isect_offsets.shape[-2:]
         n_isects = flatten_ids.numel()

@@ -42,7 +42,7 @@ def builtin_scene(n: int = 4000, seed: int = 0):
     p, q = 2, 3
     r = 1.0 + 0.4 * torch.cos(q * t)
     knot = torch.stack([r * torch.cos(p * t), r * torch.sin(p * t), 1.2 + 0.4 * torch.sin(q * t)], 1)
-    knot_rgb = torch.stack([0.5 + 0.5 * torch.cos(t), 0.5 + 0.5 * torch.cos(t + 2.1), 0.5 + 0.5 * torch.cos(t + 4.2)], 1)
+    knot_rgb = torch.stack([0.5 + 0.5 * torch.cos(t + phase) for phase in (0.0, 2.1, 4.2)], 1)
     m = n - n // 2
     side = int(math.sqrt(m))
     xs = torch.linspace(-3, 3, side)

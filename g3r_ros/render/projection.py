@@ -101,8 +101,9 @@ def project_gaussians(
 ) -> Projection:
     """Project Gaussians into C cameras.
 
-    means: (N,3) world. covars: (N,3,3) or (N,6) upper triangle [xx,xy,xz,yy,yz,zz], world. opacities: (N,) in [0,1], or None for gsplat's
-    opacity-unaware boxes (extent 3.33, no opacity culling; as gsplat without ``opacities``).
+    means: (N,3) world. covars: (N,3,3) or (N,6) upper triangle [xx,xy,xz,yy,yz,zz], world.
+    opacities: (N,) in [0,1], or None for gsplat's opacity-unaware boxes (extent 3.33, no
+    opacity culling; as gsplat without ``opacities``).
     viewmats: (C,4,4) ``T_cam_world``. Ks: (C,3,3). Returns a :class:`Projection`.
 
     Differentiable w.r.t. means, covars (and through them quats/scales) for the valid

@@ -50,8 +50,8 @@ def render_torch(gaussians: GaussianParams, cameras: CameraBatch, background: to
 
     gaussians: N Gaussians (world). cameras: C cameras (same dtype/device as the Gaussians).
     background: (C,3) or None (black). tile_size, chunk_elements, k_block: performance knobs
-    (tiles of tile_size^2 pixels; work-array budget; Gaussians per early-exit block). Returns rgb (C,H,W,3), alpha (C,H,W,1),
-    depth (C,H,W,1) or None, means2d (C,N,2) and radii (C,N) int32.
+    (tiles of tile_size^2 pixels; work-array budget; Gaussians per early-exit block).
+    Returns rgb (C,H,W,3), alpha (C,H,W,1), depth (C,H,W,1) or None, means2d (C,N,2) and radii (C,N) int32.
     """
     C, H, W = len(cameras), cameras.height, cameras.width
     chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements

@@ -37,12 +37,12 @@ class GaussianParams:
         return int(self.means.shape[0])
 
     @staticmethod
-    def cat(parts: "list[GaussianParams]") -> "GaussianParams":
+    def cat(parts: list[GaussianParams]) -> GaussianParams:
         """Concatenate several sets (e.g. background + actors + distant) into one."""
         return GaussianParams(*(torch.cat([getattr(p, f) for p in parts], 0) for f in
                                 ("means", "quats", "log_scales", "opacity_logits", "rgb")))
 
-    def detach(self) -> "GaussianParams":
+    def detach(self) -> GaussianParams:
         return GaussianParams(self.means.detach(), self.quats.detach(), self.log_scales.detach(),
                               self.opacity_logits.detach(), self.rgb.detach())
 

@@ -65,7 +65,8 @@ def make_lighting(seed: int) -> tuple[Lighting, Sky]:
     kind = rng.choice(3)
     sky = Sky(
         zenith=zenith, horizon=horizon, fog_distance=rng.uniform(250.0, 700.0),
-        cloud_cover=rng.uniform(0.1, 0.7) + 0.3 * overcast, cloud_rgb=np.array([0.95, 0.95, 0.97]) * (1 - 0.3 * overcast),
+        cloud_cover=rng.uniform(0.1, 0.7) + 0.3 * overcast,
+        cloud_rgb=np.array([0.95, 0.95, 0.97]) * (1 - 0.3 * overcast),
         mountains=kind in (0, 2), mountain_base=np.deg2rad(rng.uniform(1.0, 3.0)),
         mountain_amp=np.deg2rad(rng.uniform(2.0, 6.0)),
         mountain_rgb=np.array([rng.uniform(0.3, 0.45), rng.uniform(0.38, 0.5), rng.uniform(0.5, 0.62)]),
