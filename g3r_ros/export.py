@@ -24,12 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .render.types import GaussianParams
 
 log = logging.getLogger(__name__)
@@ -73,21 +73,10 @@ def params_to_ply_array(params: GaussianParams) -> np.ndarray:
 
 def _atomic_write(path: Path, write_fn) -> None:
     """Call ``write_fn(file_object)`` on a temp file beside ``path``, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
+        write_fn(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_ply(path, params: GaussianParams) -> Path:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .config import from_dict, share_dir
 from .gaussians import GaussianDecoder
 from .net import G3RNetSet, NetSetConfig, load_net_config
@@ -52,17 +51,8 @@ def default_model_path() -> Path:
 
 def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(model: G3RModel, path, extra: dict | None = None) -> None:

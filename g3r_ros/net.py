@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .config import config_path, from_dict, load_config, to_dict
 from .sparse import SparseResUNet, SparseTensor, local_offsets, voxel_mean, voxel_to_points, voxelize
 
@@ -333,14 +332,8 @@ def save_netset(netset: G3RNetSet, path, extra: dict | None = None) -> Path:
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": to_dict(netset.config),
                "state_dict": {k: v.detach().cpu() for k, v in netset.state_dict().items()},
                "extra": dict(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return tmp
+from .atomic import atomic_path, atomic_write_text
 
 
 def write_png(path, image: np.ndarray) -> Path:
@@ -28,21 +21,13 @@ def write_png(path, image: np.ndarray) -> Path:
     path = Path(path)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def write_json(path, data) -> Path:
     """Write JSON atomically (NaN/inf written as null)."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
             return None
@@ -54,15 +39,7 @@ def write_json(path, data) -> Path:
             return clean(x.item())
         return x
 
-    try:
-        with open(tmp, "w") as f:
-            json.dump(clean(data), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_text(path, json.dumps(clean(data), indent=2) + "\n")
 
 
 def save_figure(fig, path) -> Path:
@@ -70,14 +47,11 @@ def save_figure(fig, path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = _atomic_target(path)
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -365,7 +365,7 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1) -> 
     """RUN_DIR/MODEL_CARD.md from the config and the training log (regenerated at every checkpoint)."""
     import platform
 
-    from .report import _atomic_target
+    from .atomic import atomic_write_text
     from .synthetic import GENERATOR_VERSION
 
     run_dir = Path(run_dir)
@@ -427,11 +427,7 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1) -> 
         f" {d.synth.get('width', '?')}x{d.synth.get('height', '?')}.",
         "",
     ]
-    path = run_dir / "MODEL_CARD.md"
-    tmp = _atomic_target(path)
-    Path(tmp).write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(run_dir / "MODEL_CARD.md", "\n".join(lines))
 
 
 def plot_training_curves(log_path, out_png) -> None:

@@ -13,12 +13,12 @@ without rclpy (only :func:`declare_and_load` touches a node).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..atomic import atomic_write_text
 
 SENSOR_QOS = ("sensor_data", "reliable")
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -365,13 +365,7 @@ def write_params_file(path, values: dict, node_name: str = "/**") -> Path:
         for p in parts[:-1]:
             d = d.setdefault(p, {})
         d[parts[-1]] = v
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump({node_name: {"ros__parameters": tree}}, f, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump({node_name: {"ros__parameters": tree}}, sort_keys=False))
 
 
 def declare_and_load(node) -> NodeConfig:

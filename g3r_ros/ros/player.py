@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..bag import bag_message_count, bag_topics, iter_bag_messages, topic_qos
 
 LOG = logging.getLogger(__name__)
@@ -67,10 +68,7 @@ def apply_large_data_profile(env=None, segment_mb: int = 64) -> Path | None:
     path = Path(tempfile.gettempdir()) / f"g3r_ros_fastdds_shm{segment_mb}mb_{os.getuid()}.xml"
     text = _LARGE_DATA_XML.format(segment=int(segment_mb) * 1024 * 1024)
     if not path.is_file() or path.read_text() != text:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(path)
     return path
 

@@ -4,11 +4,11 @@ LiDAR points). Rendered with matplotlib's Agg backend."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..geometry import transform_points
 from .lidar import lidar_scan
 from .primitives import box_corners
@@ -136,8 +136,9 @@ def write_preview(scene: SyntheticScene, path, shift_m: float = 2.0) -> Path:
                  f"ego {d['ego_speed_mps']} m/s, sun {d['sun_elevation_deg']} deg, {d['colour_temperature_k']:.0f} K, "
                  f"{len(scene.actors)} moving actors", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
