@@ -347,6 +347,10 @@ class Trainer:
             if self.rank == 0:
                 if self.cfg.val_every > 0 and (done % self.cfg.val_every == 0 or done == self.cfg.iterations):
                     entry.update(self.validate())
+                    if entry["val_g3r_psnr"] > best_validation(log_path):
+                        save_model(self.model, self.run_dir / "g3r_net_best.pt",
+                                   extra={"iterations": done, "val_g3r_psnr": entry["val_g3r_psnr"]})
+                        LOG.info("new best validation PSNR %.2f dB at iteration %d", entry["val_g3r_psnr"], done)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(entry) + "\n")
                 bar.set_postfix(steps=entry["steps"], psnr=f"{entry['psnr_last']:.2f}")
@@ -359,6 +363,15 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return self.run_dir / "g3r_net.pt"
+
+
+def best_validation(log_path) -> float:
+    """Best validation PSNR recorded so far in a training log (-inf when none)."""
+    path = Path(log_path)
+    if not path.exists():
+        return float("-inf")
+    vals = [json.loads(line).get("val_g3r_psnr") for line in path.read_text().splitlines() if line.strip()]
+    return max((v for v in vals if v is not None), default=float("-inf"))
 
 
 def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1) -> Path:
