@@ -387,7 +387,11 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1) -> 
     d = cfg.data
     train_time = sum(r["time_s"] for r in rows)
     stamped = [r for r in rows if "unix_time" in r]
-    wall = (stamped[-1]["unix_time"] - stamped[0]["unix_time"] + stamped[0]["time_s"]) if stamped else None
+    wall = (stamped[-1]["unix_time"] - stamped[0]["unix_time"] + stamped[0]["time_s"]) \
+        if stamped and len(stamped) == len(rows) else None  # only when the whole run was stamped
+    shipped = None
+    if (run_dir / "g3r_net.pt").exists():
+        shipped = (safe_torch_load(run_dir / "g3r_net.pt").get("extra") or {}).get("iterations")
     size = (run_dir / "g3r_net.pt").stat().st_size if (run_dir / "g3r_net.pt").exists() else 0
     lines = [
         "# G3R-Net model card",
@@ -414,7 +418,7 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1) -> 
         f"- Init: {json.dumps(cfg.init)}; network: {json.dumps(cfg.net) if cfg.net else 'config/net.yaml'}.",
         "",
         "## Run",
-        f"- Scene iterations completed: {rows[-1]['iteration'] + 1 if rows else 0} (of {cfg.iterations} configured).",
+        f"- Scene iterations in g3r_net.pt: {shipped} (of {cfg.iterations} configured; {len(rows)} logged).",
         f"- Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores,"
         f" device {device}, {world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads.",
         f"- Time in training iterations: {train_time / 60:.1f} min (validation excluded)"
