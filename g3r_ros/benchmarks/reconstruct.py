@@ -10,8 +10,9 @@ one device, with the same views:
 
 Headline ratios: ``speedup_to_equal_psnr`` = baseline time to reach G3R's held-out PSNR /
 G3R time (a lower bound ``>=`` when the baseline never reaches it within its budget), and
-``lane_shift_psnr_gain_db`` = G3R's lane-shift PSNR − the baseline's at the end of its
-10x budget (the strongest baseline state).
+``lane_shift_psnr_gain_db`` = G3R's lane-shift PSNR − the baseline's at its best held-out
+state within the 10x budget. The baseline's PSNR figures are best-so-far (oracle early
+stopping on the held-out views, in the baseline's favour); its final state is reported too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ LANE_SHIFTS_M = (-2.0, 2.0)
 
 
 def add_arguments(p):
-    p.add_argument("--scenes", type=int, default=3, help="number of held-out synthetic scenes")
+    p.add_argument("--scenes", type=int, default=2, help="number of held-out synthetic scenes")
     p.add_argument("--seed-start", type=int, default=BENCH_SEEDS_START)
     p.add_argument("--config", default=None, help="training config whose data sizes to use "
                    "(default config/train_cpu_small.yaml)")
@@ -42,7 +43,7 @@ def add_arguments(p):
     p.add_argument("--baseline-factor", type=float, default=10.0, help="baseline budget = factor x G3R time")
     p.add_argument("--kitti", default="auto", help="KITTI odometry sequence dir to add a window of (converted "
                    "and cached under runs/cache); 'auto': ../shared/data/kitti-odometry-04 when present; 'none'")
-    p.add_argument("--kitti-frames", type=int, default=16, help="frames of the KITTI window (CPU budget)")
+    p.add_argument("--kitti-frames", type=int, default=12, help="frames of the KITTI window (CPU budget)")
     p.add_argument("--out", default="out/bench_reconstruct", help="plots and per-scene JSON")
     p.add_argument("--quiet", action="store_true")
 
@@ -122,8 +123,13 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
     # 3DGS baseline, same init and views, budget = factor x G3R time
     base_curve = ([t_init], [res["init_only"]["heldout"]["psnr"]])
 
+    best = {"psnr": float("-inf"), "params": None}
+
     def eval_fn(params):
-        return {"psnr_heldout": score(lambda s: params, targets)["psnr"]}
+        p = score(lambda s: params, targets)["psnr"]
+        if p > best["psnr"]:  # keep the baseline's best state: oracle early stopping in its favour
+            best["psnr"], best["params"] = p, params.detach()
+        return {"psnr_heldout": p}
 
     budget = max(baseline_factor * g3r_time - t_init, 1.0)
     bcfg = Baseline3DGSConfig()
@@ -132,7 +138,8 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
     # estimate how many iterations fit the time budget from a short calibration run.
     calib = optimize_3dgs(window, init_params, bcfg, iters=10, device=device, progress=False)
     t_iter = max(calib.log[-1]["time_s"] / 10.0, 1e-3)
-    iters = max(10, int(0.9 * budget / t_iter))
+    # densification multiplies the Gaussian count (and the cost per iteration) ~2-3x over a run
+    iters = max(10, int(0.4 * budget / t_iter))
     LOG.info("3DGS baseline: budget %.1fs (%.0fx G3R), ~%.3fs/iteration -> %d iterations", budget,
              baseline_factor, t_iter, iters)
     bres = optimize_3dgs(window, init_params, bcfg, iters=iters, device=device, time_budget_s=budget,
@@ -142,12 +149,17 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
             base_curve[0].append(t_init + e["time_s"])
             base_curve[1].append(e["psnr_heldout"])
     base_final = score_all(lambda s: bres.params)
+    base_best = score_all(lambda s: best["params"]) if best["params"] is not None else base_final
     t_reach = _time_to_reach(*base_curve, g3r_psnr)
     total_base = t_init + (bres.log[-1]["time_s"] if bres.log else 0.0)
+    best_curve = [max(base_curve[1][: i + 1]) for i in range(len(base_curve[1]))]
     res["baseline_3dgs"] = {
-        "iterations": len(bres.log), "time_s": total_base, "final": base_final,
-        "psnr_at_g3r_time": _value_at(*base_curve, g3r_time),
-        "psnr_at_10x_g3r_time": base_final["heldout"]["psnr"],
+        "iterations": len(bres.log), "planned_iterations": iters, "time_s": total_base,
+        "final": base_final, "best": base_best,
+        "note": "psnr_at_* are the best held-out PSNR reached so far (oracle early stopping, in the "
+                "baseline's favour); 'final' is its state when the budget ran out",
+        "psnr_at_g3r_time": _value_at(base_curve[0], best_curve, g3r_time),
+        "psnr_at_10x_g3r_time": base_best["heldout"]["psnr"],
         "time_to_g3r_psnr_s": t_reach,
         "curve": {"time_s": base_curve[0], "psnr_heldout": base_curve[1]},
     }
@@ -155,7 +167,7 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
     res["speedup_to_equal_psnr"] = (t_reach / g3r_time) if t_reach is not None else (total_base / g3r_time)
     res["speedup_is_lower_bound"] = t_reach is None
     if shifted:
-        res["lane_shift_psnr_gain_db"] = res["g3r"]["lane_shift"]["psnr"] - base_final["lane_shift"]["psnr"]
+        res["lane_shift_psnr_gain_db"] = res["g3r"]["lane_shift"]["psnr"] - base_best["lane_shift"]["psnr"]
     psnr_vs_time_plot({"G3R (steps)": g3r_curve, "3DGS baseline": base_curve},
                       Path(out_dir) / f"psnr_vs_time_{window.name}.png",
                       title=f"{window.name}: held-out PSNR vs wall time ({device.type})",
@@ -235,7 +247,8 @@ def run(args) -> int:
             "init_only_heldout_psnr": mean(lambda s: s["init_only"]["heldout"]["psnr"]),
             "baseline_psnr_at_g3r_time": mean(lambda s: s["baseline_3dgs"]["psnr_at_g3r_time"]),
             "baseline_psnr_at_10x_g3r_time": mean(lambda s: s["baseline_3dgs"]["psnr_at_10x_g3r_time"]),
-            "baseline_lane_shift_psnr": mean(lambda s: s["baseline_3dgs"]["final"].get("lane_shift", {}).get("psnr")),
+            "baseline_lane_shift_psnr": mean(lambda s: s["baseline_3dgs"]["best"].get("lane_shift", {}).get("psnr")),
+            "baseline_final_heldout_psnr": mean(lambda s: s["baseline_3dgs"]["final"]["heldout"]["psnr"]),
         },
         "speedup_to_equal_psnr": mean(lambda s: s["speedup_to_equal_psnr"]),
         "speedup_is_lower_bound_in": [s["window"]["name"] for s in scenes if s["speedup_is_lower_bound"]],
