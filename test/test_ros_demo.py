@@ -43,10 +43,13 @@ def tiny(tmp_path_factory) -> dict:
     return {"tmp": tmp, "bag": tmp / "bag", "model": tmp / "tiny.pt", "params": params}
 
 
-def test_ros_demo_on_a_tiny_bag(tiny):
+def test_ros_demo_on_a_tiny_bag(tiny, monkeypatch):
     from g3r_ros.export import read_ply
     from g3r_ros.ros.demo import run_ros_demo
 
+    # One torch thread in the node: on a CPU shared with another torch process, 2 OpenMP threads made this
+    # tiny reconstruction take 50-170 s instead of 0.4 s (threads waiting at barriers for a descheduled peer).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tiny["tmp"] / "ros"
     r = run_ros_demo(tiny["bag"], out, model_path=tiny["model"], timeout_s=300, params=tiny["params"],
                      domain_id=DOMAIN_ID)
