@@ -73,7 +73,8 @@ def test_ros_demo_on_a_tiny_bag(tiny, monkeypatch):
     assert status["g3r_ros: outputs"]["render_requests_served"] >= 1
     for key in ("png", "received_png", "truth_png"):
         assert Path(nv[key]).is_file()
-    assert np.isfinite(nv["psnr_db"]) and nv["psnr_db"] > 8.0
+    # a wrong pose convention, frame or intrinsics puts structure in the wrong place: no better than a flat image
+    assert np.isfinite(nv["psnr_db"]) and nv["psnr_db"] > nv["psnr_mean_colour_db"] + 1.0, nv
     assert {"node_start", "play", "reconstruct_request_to_map", "novel_view_request_to_image", "save_map",
             "total"} <= set(r["timings_s"])
 

@@ -286,9 +286,7 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
     }
     overrides.update(params or {})
     values = {**load_params_file(params_file), **overrides}
-    cfg = node_config_from_params(values, validate=False)
-    if cfg.reconstruction_device == "cuda":
-        LOG.info("reconstruction.device is cuda in %s", params_file)
+    cfg = node_config_from_params(values, validate=False)  # the node validates (and reports) them itself
 
     topics = bag_topics(bag)
     node_topics = [*cfg.cameras, cfg.lidar_topic, "/tf", "/tf_static", *(camera_info_topic(t) for t in cfg.cameras)]
