@@ -147,9 +147,6 @@ def is_compressed_topic(image_topic: str) -> bool:
 # ---------------------------------------------------------------------------------------
 # Pure point-cloud helpers
 # ---------------------------------------------------------------------------------------
-def apply_transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``T_target_source`` (4,4) applied to (N,3) source points → (N,3) float64 target points."""
-    return transform_points(np.asarray(T, dtype=np.float64), np.asarray(points, dtype=np.float64))
 
 
 def range_filter(points: np.ndarray, min_range: float, max_range: float) -> np.ndarray:
@@ -186,7 +183,7 @@ def points_in_box(points_world: np.ndarray, T_world_box: np.ndarray, size: np.nd
 
     Returns (mask (N,) bool, the points in box-local coordinates (N,3) float32).
     """
-    local = apply_transform(invert_transform(T_world_box), points_world)
+    local = transform_points(invert_transform(T_world_box), np.asarray(points_world, dtype=np.float64))
     half = np.asarray(size, dtype=np.float64) / 2.0 + margin
     mask = (np.abs(local) <= half).all(axis=1)
     return mask, local.astype(np.float32)
@@ -434,7 +431,7 @@ class WindowBuilder:
             self._skip(item.topic, item.stamp, f"lidar: {what}")
             return
         pts = range_filter(pts, cfg.min_range, cfg.max_range)
-        world = apply_transform(T_world_lidar, pts)
+        world = transform_points(T_world_lidar, np.asarray(pts, dtype=np.float64))
         world = voxel_downsample(world, cfg.voxel_size)
         self._scans.append(_Scan(item.stamp, world, T_world_lidar[:3, 3].copy()))
         self._advance_ego(T_world_lidar[:3, 3])

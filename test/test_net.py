@@ -24,14 +24,7 @@ C = 46
 TINY = {"channels": (4, 6), "time_embed_dim": 8, "point_channels": 4, "head_channels": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: OpenMP threads only add synchronization cost (severe when
-    other processes share the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scene(n: int = 600, seed: int = 0, dtype=torch.float32):

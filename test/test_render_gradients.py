@@ -16,14 +16,7 @@ from g3r_ros.render.types import GaussianParams
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "rgb")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many small ops; waking a second OpenMP thread per op costs more than
-    the work (milliseconds each on a loaded machine: 60 s instead of 11 s). One thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _params(g):

@@ -25,14 +25,7 @@ from g3r_ros.sparse.keys import COORD_MAX, check_coords, pack_keys, unpack_keys
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: OpenMP threads only add synchronization cost (severe when
-    other processes share the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_coords(n: int, lo=(-3, -4, -2), hi=(4, 3, 5), batch: int = 0, seed: int = 0) -> torch.Tensor:
