@@ -73,6 +73,10 @@ def apply_large_data_profile(env=None, segment_mb: int = 64) -> Path | None:
     return path
 
 
+SUBSCRIBER_SETTLE_S = 1.0  # see BagPlayer.wait_for_subscribers
+ACK_TIMEOUT_S = 10.0  # see BagPlayer.wait_for_acks
+
+
 @dataclass
 class PlayConfig:
     """rate: playback speed factor (> 0). clock: publish /clock at ``clock_hz`` with bag time.
@@ -212,10 +216,15 @@ class BagPlayer:
                 stop.wait(min(0.1, wall_target - now))
 
     def wait_for_subscribers(self, timeout: float, stop: threading.Event) -> bool:
-        """Wait until every publisher has a subscriber (or ``timeout`` s); True when all matched."""
+        """Wait until every publisher has a subscriber (or ``timeout`` s); True when all matched.
+
+        Discovery is asymmetric: the publisher can count a subscriber before that subscriber has
+        matched the publisher, and a message sent in that gap is lost even on a reliable topic.
+        So once every topic has a subscriber, wait ``SUBSCRIBER_SETTLE_S`` more before playing."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline and not stop.is_set():
             if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
+                stop.wait(SUBSCRIBER_SETTLE_S)
                 return True
             stop.wait(0.05)
         lonely = [t for t, p in self.publishers.items() if p.get_subscription_count() == 0]
@@ -264,4 +273,21 @@ class BagPlayer:
             if not cfg.loop:
                 break
         self.stats.wall_s = time.perf_counter() - t_wall0
+        self.wait_for_acks(ACK_TIMEOUT_S)
         return self.stats
+
+    def wait_for_acks(self, timeout: float) -> bool:
+        """Block until every reliable subscriber has acknowledged what was published (or ``timeout`` s).
+
+        Without this the process can exit while the last samples still await retransmission, and a
+        busy subscriber loses them even on a reliable topic. True when all were acknowledged."""
+        from rclpy.duration import Duration
+
+        deadline = time.perf_counter() + timeout
+        ok = True
+        for topic, pub in self.publishers.items():
+            left = max(0.0, deadline - time.perf_counter())
+            if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                LOG.warning("%s: not every subscriber acknowledged the last messages within %.0f s", topic, timeout)
+                ok = False
+        return ok
