@@ -161,6 +161,7 @@ def node_params(tmp: Path, **overrides) -> dict:
         "window.voxel_size": 0.1, "window.min_range": 1.0, "window.max_range": 60.0,
         "window.tf_wait_s": 0.3,
         "reconstruction.implementation": "test_node:make_stand_in", "reconstruction.device": "cpu",
+        "reconstruction.threads": 1,
         "novel_view.lateral_offsets": [-1.0, 1.0], "novel_view.max_per_window": 4,
         "output_dir": str(tmp / "out"), "status_period": 0.2, "save_on_shutdown": True,
     }
@@ -373,7 +374,7 @@ def test_bad_input_is_counted_and_next_window_reconstructs(session):
     status = probe.latest_status()
     assert session["node"].poll() is None, "the node must survive bad input"
     recon = status["g3r_ros: reconstruction"]
-    assert int(recon["failed"]) == 0 and recon["device"] == "cpu"
+    assert int(recon["failed"]) == 0 and recon["device"] == "cpu" and int(recon["torch_threads"]) == 1
     assert float(recon["psnr_source"]) > 5.0
     inputs = status["g3r_ros: input"]
     assert int(inputs["received:/cam/image_raw"]) >= FRAMES and int(inputs["inbox_dropped"]) == 0

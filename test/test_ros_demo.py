@@ -38,18 +38,15 @@ def tiny(tmp_path_factory) -> dict:
         "init": {"max_points": 1500, "actor_max_points": 150, "distant": {"n_lat": 4, "n_lon": 32}},
         "reconstruct": {"view_chunk": 2}}))
     params = {"reconstruction.settings_file": str(settings), "reconstruction.turbo": False,
-              "reconstruction.steps": 2, "reconstruction.device": "cpu",
+              "reconstruction.steps": 2, "reconstruction.device": "cpu", "reconstruction.threads": 1,
               "window.keyframe_seconds": 0.0, "window.held_out_every": 2, "novel_view.max_per_window": 2}
     return {"tmp": tmp, "bag": tmp / "bag", "model": tmp / "tiny.pt", "params": params}
 
 
-def test_ros_demo_on_a_tiny_bag(tiny, monkeypatch):
+def test_ros_demo_on_a_tiny_bag(tiny):
     from g3r_ros.export import read_ply
     from g3r_ros.ros.demo import run_ros_demo
 
-    # One torch thread in the node: on a CPU shared with another torch process, 2 OpenMP threads made this
-    # tiny reconstruction take 50-170 s instead of 0.4 s (threads waiting at barriers for a descheduled peer).
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tiny["tmp"] / "ros"
     r = run_ros_demo(tiny["bag"], out, model_path=tiny["model"], timeout_s=300, params=tiny["params"],
                      domain_id=DOMAIN_ID)
@@ -62,6 +59,9 @@ def test_ros_demo_on_a_tiny_bag(tiny, monkeypatch):
     status = r["node_status"]
     recon = status["g3r_ros: reconstruction"]
     assert recon["reconstructions"] == 1 and recon["failed"] == 0 and recon["device"] == "cpu"
+    # reconstruction.threads = 1: on a CPU shared with another torch process, 2 OpenMP threads made this
+    # tiny reconstruction take 50-170 s instead of 0.4 s (threads waiting at barriers for a descheduled peer)
+    assert recon["torch_threads"] == 1
     assert status["g3r_ros: window"]["windows_built"] == 1  # one window: the whole bag
     assert r["map_gaussians_received"] > 100
     ply = Path(r["map_ply"])

@@ -119,6 +119,12 @@ class G3RReconstructor:
         return _G3ROutput(result, metrics)
 
 
+def _torch_threads() -> int:
+    """torch's CPU thread count, or 0 when torch is not loaded (a custom reconstructor)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
+
+
 def load_reconstructor(config: NodeConfig) -> Reconstructor:
     """The configured reconstructor: G3R, or ``reconstruction.implementation`` = ``module:factory``
     where ``factory(config) -> Reconstructor``. Raises ``ValueError`` when it cannot be built."""
@@ -228,6 +234,10 @@ class ReconstructNode(Node):
         # LiDAR decimation (window.lidar_every) happens in the callback, before the queue
         self.window_config = WindowConfig(**{**cfg.window_config_dict(), "lidar_every": 1})
         self.window_config.validate()
+        if cfg.reconstruction_threads:
+            import torch
+
+            torch.set_num_threads(cfg.reconstruction_threads)  # process-wide: reconstruction and renders
         self.reconstructor = reconstructor or load_reconstructor(cfg)
         self._typestore = typestore()
         self._builder = WindowBuilder(self.window_config, name=node_name)
@@ -777,6 +787,7 @@ class ReconstructNode(Node):
                  "psnr_source": m.get("psnr_source", float("nan")),
                  "psnr_held_out": m.get("psnr_held_out", float("nan")),
                  "device": m.get("device", cfg.reconstruction_device),
+                 "torch_threads": _torch_threads(),
                  "gaussians": m.get("gaussians", 0)}
         outputs = {"offset_views_published": counts.get("offset_views_published", 0),
                    "render_requests_served": counts.get("render_requests_served", 0),

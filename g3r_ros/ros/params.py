@@ -75,6 +75,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("reconstruction.steps", 24, "G3R steps T (>= 1)"),
     ParamSpec("reconstruction.turbo", False, "turbo mode: fewer steps on half the points"),
     ParamSpec("reconstruction.device", "auto", "auto | cuda | cpu (auto: CUDA when available)"),
+    ParamSpec("reconstruction.threads", 0,
+              "torch CPU threads for reconstruction (0 = torch's default, one per core); lower it when other "
+              "torch processes share the CPU: OpenMP threads waiting for a descheduled peer slow it 10-100x"),
     ParamSpec("reconstruction.every", 1, "reconstruct every n-th finished window (>= 1)"),
     ParamSpec("reconstruction.queue_limit", 2,
               "finished windows waiting for the busy worker; beyond this the oldest is dropped (warning)"),
@@ -128,6 +131,7 @@ class NodeConfig:
     reconstruction_steps: int = 24
     reconstruction_turbo: bool = False
     reconstruction_device: str = "auto"
+    reconstruction_threads: int = 0
     reconstruction_every: int = 1
     reconstruction_queue_limit: int = 2
     reconstruction_implementation: str = ""
@@ -221,6 +225,7 @@ class NodeConfig:
         if not 0 < self.window_image_scale <= 1:
             raise ValueError(f"parameter 'window.image_scale' must be in (0, 1], got {self.window_image_scale}")
         _positive("reconstruction.steps", self.reconstruction_steps)
+        _non_negative("reconstruction.threads", self.reconstruction_threads)
         _positive("reconstruction.every", self.reconstruction_every)
         _positive("reconstruction.queue_limit", self.reconstruction_queue_limit)
         _positive("novel_view.max_per_window", self.novel_view_max_per_window)
