@@ -1,7 +1,8 @@
 """``g3r bench {render,reconstruct,node}``: benchmarks that print one JSON object.
 
-Each benchmark lives in ``g3r_ros.benchmarks.<name>`` with ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``.
+Each benchmark is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``:
+``g3r_ros.benchmarks.<name>`` for the ROS-free ones, ``g3r_ros.ros.benchmark_node`` for the
+node (it drives rclpy, so it lives in the adapter).
 """
 
 from __future__ import annotations
@@ -10,18 +11,14 @@ import importlib
 
 NAME = "bench"
 HELP = "benchmarks (print JSON; ratios against a baseline measured in the same run)"
-BENCHMARKS = ("render", "reconstruct", "node")
+BENCHMARKS = {"render": "g3r_ros.benchmarks.render", "reconstruct": "g3r_ros.benchmarks.reconstruct",
+              "node": "g3r_ros.ros.benchmark_node"}
 
 
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    for name in BENCHMARKS:
-        try:
-            mod = importlib.import_module(f"g3r_ros.benchmarks.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"g3r_ros.benchmarks.{name}":
-                raise
-            continue
+    for name, module in BENCHMARKS.items():
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_bench_run=mod.run)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 NAME = "play"
 HELP = "play a rosbag2 (mcap/sqlite3) over ROS 2: recorded CDR bytes, recorded QoS and timing, optional /clock"
-
-LOG = logging.getLogger("g3r.play")
 
 
 def add_arguments(parser) -> None:
@@ -29,42 +26,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..ros.player import PlayConfig
+    from ..ros.player import PlayConfig, play_bag
 
     config = PlayConfig(rate=args.rate, clock=args.clock, clock_hz=args.clock_hz, loop=args.loop,
                         topics=args.topics, wait_for_subscribers=args.wait_for_subscribers, start_delay=args.delay)
     config.validate()
     if not os.path.exists(args.bag):
         raise FileNotFoundError(f"bag not found: {args.bag}")
-    stats = play(args.bag, config, large_data=not args.no_large_data)
+    stats = play_bag(args.bag, config, large_data=not args.no_large_data)
     print(json.dumps(stats.as_dict()))
     return 0
-
-
-def play(bag, config, large_data: bool = True):
-    """Init rclpy, play ``bag`` until done or Ctrl-C, shut down; returns ``PlayStats``."""
-    import threading
-
-    from ..ros.player import BagPlayer, apply_large_data_profile
-
-    if large_data and (profile := apply_large_data_profile()) is not None:
-        LOG.info("Fast DDS profile with a large shared-memory segment: %s", profile)
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
-        LOG.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range (SUBNET)")
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C → KeyboardInterrupt, handled below
-    node = rclpy.create_node("g3r_player")
-    stop = threading.Event()
-    try:
-        player = BagPlayer(node, bag, config)
-        try:
-            return player.play(stop)
-        except KeyboardInterrupt:
-            stop.set()
-            LOG.info("interrupted")
-            return player.stats
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()

@@ -25,7 +25,6 @@ header stamp, with ``frame_id = novel_view.frame_id``.
 from __future__ import annotations
 
 import collections
-import importlib
 import logging
 import os
 import queue
@@ -35,14 +34,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from rclpy.node import Node
 
-from ..render.types import GaussianParams
 from ..window import Keyframe, SceneWindow
-from .params import NodeConfig, camera_info_topic
+from .params import camera_info_topic
+from .reconstructor import Reconstructor, load_reconstructor, torch_threads
 
 LOG = logging.getLogger(__name__)
 
@@ -52,91 +50,6 @@ _HEADER_FIRST = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "se
                  "sensor_msgs/msg/PointCloud2"}
 LATENCY_PLAUSIBLE_S = 10.0  # stamp-to-callback latency samples beyond this are replayed stamps, not latency
 MAX_EVAL_VIEWS = 4  # source / held-out views rendered per reconstruction for the PSNR in ~/status
-
-
-# ---------------------------------------------------------------------------------------
-# The reconstruction seam
-# ---------------------------------------------------------------------------------------
-class ReconstructionOutput(Protocol):
-    """What a reconstructor returns: renderable Gaussians (world) at a stamp, and metrics
-    (JSON-ready: e.g. ``time_s``, ``device``, ``steps``)."""
-
-    metrics: dict
-
-    def params_at(self, stamp: float | None) -> GaussianParams: ...
-
-
-class Reconstructor(Protocol):
-    """Reconstruct ``window``; return early (raise) when ``cancel`` is set."""
-
-    def __call__(self, window: SceneWindow, cancel: threading.Event) -> ReconstructionOutput: ...
-
-
-@dataclass
-class _G3ROutput:
-    result: object  # g3r_ros.reconstruct.ReconstructionResult
-    metrics: dict
-
-    def params_at(self, stamp: float | None) -> GaussianParams:
-        return self.result.params_at(stamp)
-
-
-class G3RReconstructor:
-    """The product path: the shipped (or configured) G3R model, ``g3r_ros.reconstruct.reconstruct``.
-
-    The model is loaded at construction, so a missing/corrupt model or an unavailable device
-    fails at node startup with a clear ``ValueError``.
-    """
-
-    def __init__(self, config: NodeConfig):
-        from ..config import config_path, from_dict, load_yaml
-        from ..model import load_model
-        from ..reconstruct import ReconstructConfig, resolve_device
-        from ..scene import InitConfig
-
-        sections: dict = {}
-        if config.reconstruction_settings_file:
-            sections = load_yaml(config.reconstruction_settings_file)
-        elif config_path("init.yaml").is_file():
-            sections = {"init": load_yaml(config_path("init.yaml"))}
-        rdict = dict(sections.get("reconstruct") or {})
-        rdict.update(steps=config.reconstruction_steps, turbo=config.reconstruction_turbo,
-                     device=config.reconstruction_device)
-        self.config = from_dict(ReconstructConfig, rdict, where="reconstruct")
-        self.init_config = from_dict(InitConfig, sections.get("init") or {}, where="init")
-        self.device = resolve_device(self.config.device)  # 'cuda' without CUDA → ValueError
-        self.model = load_model(config.model_path(), device=self.device)
-
-    def __call__(self, window: SceneWindow, cancel: threading.Event) -> ReconstructionOutput:
-        from ..reconstruct import reconstruct
-
-        result = reconstruct(window, self.model, self.config, init_config=self.init_config, cancel=cancel,
-                             progress=False)
-        last = result.log[-1] if result.log else {}
-        metrics = {"time_s": result.total_s, "init_s": result.init_s, "device": result.device,
-                   "steps": len(result.log), "gaussians": int(result.scene.num_points),
-                   "psnr_source_last_step": last.get("psnr_source", float("nan"))}
-        return _G3ROutput(result, metrics)
-
-
-def _torch_threads() -> int:
-    """torch's CPU thread count, or 0 when torch is not loaded (a custom reconstructor)."""
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else 0
-
-
-def load_reconstructor(config: NodeConfig) -> Reconstructor:
-    """The configured reconstructor: G3R, or ``reconstruction.implementation`` = ``module:factory``
-    where ``factory(config) -> Reconstructor``. Raises ``ValueError`` when it cannot be built."""
-    spec = config.reconstruction_implementation
-    if not spec:
-        return G3RReconstructor(config)
-    module, _, name = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"parameter 'reconstruction.implementation': cannot import {spec!r}: {e}") from None
-    return factory(config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -787,7 +700,7 @@ class ReconstructNode(Node):
                  "psnr_source": m.get("psnr_source", float("nan")),
                  "psnr_held_out": m.get("psnr_held_out", float("nan")),
                  "device": m.get("device", cfg.reconstruction_device),
-                 "torch_threads": _torch_threads(),
+                 "torch_threads": torch_threads(),
                  "gaussians": m.get("gaussians", 0)}
         outputs = {"offset_views_published": counts.get("offset_views_published", 0),
                    "render_requests_served": counts.get("render_requests_served", 0),

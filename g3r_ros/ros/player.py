@@ -291,3 +291,28 @@ class BagPlayer:
                 LOG.warning("%s: not every subscriber acknowledged the last messages within %.0f s", topic, timeout)
                 ok = False
         return ok
+
+
+def play_bag(bag, config: PlayConfig, large_data: bool = True) -> PlayStats:
+    """Init rclpy, play ``bag`` until done or Ctrl-C, shut down; returns ``PlayStats``."""
+    if large_data and (profile := apply_large_data_profile()) is not None:
+        LOG.info("Fast DDS profile with a large shared-memory segment: %s", profile)
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
+        LOG.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range (SUBNET)")
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C → KeyboardInterrupt, handled below
+    node = rclpy.create_node("g3r_player")
+    stop = threading.Event()
+    try:
+        player = BagPlayer(node, bag, config)
+        try:
+            return player.play(stop)
+        except KeyboardInterrupt:
+            stop.set()
+            LOG.info("interrupted")
+            return player.stats
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

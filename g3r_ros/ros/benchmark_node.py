@@ -215,7 +215,7 @@ def _status_probe(ctx, domain_id):
     ex.add_node(node)
     thread = threading.Thread(target=lambda: _spin_quietly(ex), daemon=True)
     thread.start()
-    return node, ex, latest
+    return node, ex, latest, thread
 
 
 def _spin_quietly(executor) -> None:
@@ -262,7 +262,7 @@ def run(args) -> int:
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     pub_node = rclpy.create_node("bench_node_publisher", context=ctx)
-    probe, ex, latest = _status_probe(ctx, domain)
+    probe, ex, latest, spin_thread = _status_probe(ctx, domain)
     result: dict = {}
     try:
         deadline = time.monotonic() + 120
@@ -337,10 +337,13 @@ def run(args) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         node_log.close()
-        ex.shutdown(timeout_sec=1.0)
+        # Order matters: wake and end the spinning thread before the nodes go, or the process can
+        # abort at exit ("terminate called without an active exception").
+        rclpy.try_shutdown(context=ctx)
+        ex.shutdown(timeout_sec=5.0)
+        spin_thread.join(timeout=5.0)
         probe.destroy_node()
         pub_node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -1,0 +1,39 @@
+"""``g3r bench node`` end to end: publisher process → DDS → reconstruct_node → one JSON object.
+
+A few seconds of small streams with the bench-only ``points`` reconstructor; checks the report's
+contract (counts per topic add up, latency and RSS measured, a reconstruction ran), not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAIN_ID = 74  # unique per ROS test module
+
+
+def test_bench_node_reports_counts_latency_and_reconstructions(tmp_path):
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "g3r_ros", "bench", "node", "--seconds", "5", "--rate", "4", "--cameras", "2",
+           "--width", "160", "--height", "96", "--points", "5000", "--window-seconds", "1.0",
+           "--reconstructor", "points", "--domain-id", str(DOMAIN_ID)]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["benchmark"] == "node" and report["ros_domain_id"] == DOMAIN_ID
+    topics = report["topics"]
+    assert {"/bench/cam0/image_raw", "/bench/cam1/camera_info", "/bench/lidar/points", "/tf"} <= set(topics)
+    for name, t in topics.items():
+        assert t["published"] > 0, name
+        assert t["received"] + t["lost_in_dds"] == t["published"], (name, t)
+        assert t["received"] > 0, (name, t)
+    lat = report["callback_latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"]
+    assert all(report["node_rss_mb"][k] > 50 for k in ("start", "middle", "end"))
+    recon = report["reconstruction"]
+    assert recon["windows_built"] >= 1 and recon["reconstructions"] >= 1 and recon["failed"] == 0
+    assert recon["device"] == "cpu"
