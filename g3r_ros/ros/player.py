@@ -273,7 +273,8 @@ class BagPlayer:
             if not cfg.loop:
                 break
         self.stats.wall_s = time.perf_counter() - t_wall0
-        self.wait_for_acks(ACK_TIMEOUT_S)
+        if not stop.is_set():  # stopped early: do not hold the caller up
+            self.wait_for_acks(ACK_TIMEOUT_S)
         return self.stats
 
     def wait_for_acks(self, timeout: float) -> bool:
