@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 74  # unique per ROS test module
 
 

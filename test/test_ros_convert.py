@@ -229,6 +229,7 @@ def test_param_table_matches_node_config():
     ("qos.sensor", "fast", "must be one of"),
     ("cameras", [], "at least one"),
     ("reconstruction.steps", 2.5, "integer"),
+    ("reconstruction.threads", -1, "reconstruction.threads' must be >= 0"),
     ("window.image_scale", 2.0, r"\(0, 1\]"),
     ("bogus.name", 1, "unknown parameter"),
     ("reconstruction.model", "/nonexistent/model.pt", "model file not found"),

@@ -278,22 +278,23 @@ def pointcloud2_xyz(msg) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Poses and transforms
 # ---------------------------------------------------------------------------------------
+def _translation_quat_to_matrix(v, q, what: str) -> np.ndarray:
+    """A message's translation ``v`` (x, y, z) and quaternion ``q`` (x, y, z, w) → (4,4)."""
+    t = np.array([v.x, v.y, v.z], dtype=np.float64)
+    quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
+    if not (np.isfinite(t).all() and np.isfinite(quat).all()):
+        raise ValueError(f"{what} contains NaN or Inf")
+    return make_transform(quat_to_rotmat(quat_xyzw_to_wxyz(quat)), t)
+
+
 def pose_to_matrix(pose) -> np.ndarray:
     """geometry_msgs/Pose → (4,4) transform ``T_frame_pose``. Raises on NaN or a zero quaternion."""
-    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
-    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
-    if not (np.isfinite(t).all() and np.isfinite(q).all()):
-        raise ValueError("pose contains NaN or Inf")
-    return make_transform(quat_to_rotmat(quat_xyzw_to_wxyz(q)), t)
+    return _translation_quat_to_matrix(pose.position, pose.orientation, "pose")
 
 
 def transform_to_matrix(tf) -> np.ndarray:
-    """geometry_msgs/Transform → (4,4)."""
-    t = np.array([tf.translation.x, tf.translation.y, tf.translation.z], dtype=np.float64)
-    q = np.array([tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w])
-    if not (np.isfinite(t).all() and np.isfinite(q).all()):
-        raise ValueError("transform contains NaN or Inf")
-    return make_transform(quat_to_rotmat(quat_xyzw_to_wxyz(q)), t)
+    """geometry_msgs/Transform → (4,4). Raises on NaN or a zero quaternion."""
+    return _translation_quat_to_matrix(tf.translation, tf.rotation, "transform")
 
 
 def matrix_to_pose(T: np.ndarray) -> Pose:
