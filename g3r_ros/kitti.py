@@ -3,11 +3,13 @@
 Both write the same topics and frames (REP-103/105), see ``docs/DATA.md``:
 
 - ``/kitti/camera_color_left/image_raw`` (rgb8) and ``.../camera_info`` (rectified, no distortion);
-  raw drives also ``/kitti/camera_color_right/...``;
+  ``/kitti/camera_color_right/...`` likewise when the right colour camera is present (odometry
+  ``image_3`` with P3, raw ``image_03``);
 - ``/kitti/velo/pointcloud`` (x, y, z, intensity in frame ``velodyne``);
 - ``/tf``: ``map → base_link`` per pose; ``/tf_static``: ``base_link → velodyne`` (identity: base_link
   is the Velodyne origin, whose axes already are x fwd, y left, z up), ``base_link →
-  camera_color_left`` (optical frame) and, for raw drives, ``camera_color_right`` and ``imu_link``.
+  camera_color_left`` (optical frame), ``base_link → camera_color_right`` when present and, for raw
+  drives, ``imu_link``.
 
 Geometry facts used (KITTI devkit conventions):
 
@@ -186,12 +188,15 @@ def read_timestamps(path) -> np.ndarray:
     return np.array([parse_kitti_timestamp(ln) for ln in lines], dtype=np.float64)
 
 
-def _frame_indices(n: int, max_frames: int | None, stride: int) -> list[int]:
+def _frame_indices(n: int, max_frames: int | None, stride: int, first: int = 0) -> list[int]:
+    """Frame indices ``first, first+stride, ...`` below ``n``, at most ``max_frames`` of them."""
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    idx = list(range(0, n, stride))
+    if not 0 <= first < n:
+        raise ValueError(f"first frame {first} is outside the sequence's {n} frames")
+    idx = list(range(first, n, stride))
     return idx[:max_frames] if max_frames is not None else idx
 
 
@@ -240,14 +245,19 @@ class ConversionSummary:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class OdometryCalib:
-    """Odometry calibration: P2 (3,4), ``T_cam0_velo`` (4,4) from Tr."""
+    """Odometry calibration: P2 (3,4), ``T_cam0_velo`` (4,4) from Tr, and P3 (3,4) when given."""
 
     P2: np.ndarray
     T_cam0_velo: np.ndarray
+    P3: np.ndarray | None = None
 
     @property
     def K2(self) -> np.ndarray:
         return split_projection(self.P2)[0]
+
+    @property
+    def K3(self) -> np.ndarray:
+        return split_projection(self._p3())[0]
 
     @property
     def T_cam0_cam2(self) -> np.ndarray:
@@ -258,12 +268,23 @@ class OdometryCalib:
         """Static pose of the left colour optical frame in base_link (= velodyne)."""
         return invert_transform(self.T_cam0_velo) @ self.T_cam0_cam2
 
+    @property
+    def T_base_cam3(self) -> np.ndarray:
+        """Static pose of the right colour optical frame in base_link, from the exact P3 offset."""
+        return invert_transform(self.T_cam0_velo) @ T_cam0_cam_from_projection(self._p3())
+
+    def _p3(self) -> np.ndarray:
+        if self.P3 is None:
+            raise ValueError("calibration has no P3 (right colour camera)")
+        return self.P3
+
 
 def read_odometry_calib(path) -> OdometryCalib:
     calib = read_calib_file(path)
     P2 = _require(calib, "P2", 12, path).reshape(3, 4)
     Tr = _require(calib, "Tr", 12, path)
-    return OdometryCalib(P2=P2, T_cam0_velo=rigid_from_3x4(Tr))
+    P3 = _require(calib, "P3", 12, path).reshape(3, 4) if "P3" in calib else None
+    return OdometryCalib(P2=P2, T_cam0_velo=rigid_from_3x4(Tr), P3=P3)
 
 
 def read_odometry_poses(path) -> np.ndarray:
@@ -280,11 +301,15 @@ def odometry_base_poses(poses_cam0: np.ndarray, calib: OdometryCalib) -> np.ndar
 
 
 def convert_kitti_odometry(seq_dir, out, storage: str = "mcap", max_frames: int | None = None,
-                           stride: int = 1, progress: bool = True) -> ConversionSummary:
+                           stride: int = 1, progress: bool = True, first_frame: int = 0,
+                           right_camera: bool | None = None) -> ConversionSummary:
     """Convert a KITTI odometry sequence directory into a rosbag2 at ``out`` (see module doc).
 
     Needs ``image_2/*.png``, ``velodyne/*.bin``, ``calib.txt``, ``times.txt`` and ``poses.txt``
-    (test sequences without poses are refused: the TF tree needs them).
+    (test sequences without poses are refused: the TF tree needs them). Frames
+    ``first_frame, first_frame + stride, ...`` are written, at most ``max_frames`` of them.
+    right_camera: also write ``image_3`` as ``camera_color_right`` (CameraInfo from P3, TF from
+    P3's exact offset); None = when ``image_3`` and P3 exist.
     """
     seq = Path(seq_dir)
     if not seq.is_dir():
@@ -293,37 +318,47 @@ def convert_kitti_odometry(seq_dir, out, storage: str = "mcap", max_frames: int 
         if not (seq / name).exists():
             raise FileNotFoundError(f"KITTI odometry sequence {seq} lacks {name}")
     calib = read_odometry_calib(seq / "calib.txt")
+    has_right = (seq / "image_3").is_dir() and calib.P3 is not None
+    if right_camera and not has_right:
+        raise FileNotFoundError(f"KITTI odometry sequence {seq} has no right colour camera (image_3 + P3)")
+    right_camera = has_right if right_camera is None else right_camera
     times = np.loadtxt(seq / "times.txt", ndmin=1).reshape(-1)
     poses = read_odometry_poses(seq / "poses.txt")
     images = sorted((seq / "image_2").glob("*.png"))
     scans = sorted((seq / "velodyne").glob("*.bin"))
-    n = min(len(times), len(poses), len(images), len(scans))
+    counts_in = [len(times), len(poses), len(images), len(scans)]
+    rights = sorted((seq / "image_3").glob("*.png")) if right_camera else []
+    if right_camera:
+        counts_in.append(len(rights))
+    n = min(counts_in)
     if n == 0:
         raise ValueError(f"KITTI odometry sequence {seq} has no complete frame")
-    if len({len(times), len(poses), len(images), len(scans)}) != 1:
-        log.warning("frame counts differ (times %d, poses %d, images %d, scans %d); using the first %d",
-                    len(times), len(poses), len(images), len(scans), n)
+    if len(set(counts_in)) != 1:
+        log.warning("frame counts differ (times, poses, images, scans[, right images] = %s); using the first %d",
+                    counts_in, n)
     for i in range(n):
-        if images[i].stem != scans[i].stem:
+        if images[i].stem != scans[i].stem or (right_camera and rights[i].stem != images[i].stem):
             raise ValueError(f"image {images[i].name} and scan {scans[i].name} do not pair up")
-    frames = _frame_indices(n, max_frames, stride)
+    frames = _frame_indices(n, max_frames, stride, first_frame)
     T_map_base = odometry_base_poses(poses, calib)
-    K = calib.K2
+    cameras = [(LEFT_IMAGE_TOPIC, LEFT_INFO_TOPIC, LEFT_FRAME, calib.K2, images)]
+    static = [(BASE_FRAME, VELO_FRAME, np.eye(4)), (BASE_FRAME, LEFT_FRAME, calib.T_base_cam2)]
+    if right_camera:
+        cameras.append((RIGHT_IMAGE_TOPIC, RIGHT_INFO_TOPIC, RIGHT_FRAME, calib.K3, rights))
+        static.append((BASE_FRAME, RIGHT_FRAME, calib.T_base_cam3))
     stamps = times + ODOMETRY_EPOCH
 
     with _AtomicBag(out, storage) as w:
-        w.write_tf(float(stamps[frames[0]]), [
-            (BASE_FRAME, VELO_FRAME, np.eye(4)),
-            (BASE_FRAME, LEFT_FRAME, calib.T_base_cam2),
-        ], static=True)
+        w.write_tf(float(stamps[frames[0]]), static, static=True)
         for i in tqdm(frames, desc="kitti-odometry", unit="frame", disable=not progress, leave=False):
             t = float(stamps[i])
             w.write_tf(t, [(WORLD_FRAME, BASE_FRAME, T_map_base[i])])
             pts, inten = read_velodyne_bin(scans[i])
             w.write_pointcloud(VELO_TOPIC, t, VELO_FRAME, pts, inten)
-            rgb = read_png_rgb(images[i])
-            w.write_camera_info(LEFT_INFO_TOPIC, t, LEFT_FRAME, K, rgb.shape[1], rgb.shape[0], D=np.zeros(5))
-            w.write_image(LEFT_IMAGE_TOPIC, t, LEFT_FRAME, rgb)
+            for image_topic, info_topic, frame, K, files in cameras:
+                rgb = read_png_rgb(files[i])
+                w.write_camera_info(info_topic, t, frame, K, rgb.shape[1], rgb.shape[0], D=np.zeros(5))
+                w.write_image(image_topic, t, frame, rgb)
         counts = dict(w.counts)
     return ConversionSummary(out=str(out), frames=len(frames), topics=counts,
                              duration_s=float(stamps[frames[-1]] - stamps[frames[0]]),
@@ -392,6 +427,7 @@ def read_oxts_dir(oxts_dir) -> np.ndarray:
 
 
 def convert_kitti_raw(drive_dir, out, storage: str = "mcap", max_frames: int | None = None, stride: int = 1,
+                      first_frame: int = 0,
                       progress: bool = True) -> ConversionSummary:
     """Convert a KITTI raw drive (synced layout) into a rosbag2 at ``out`` (see module doc).
 
@@ -417,7 +453,7 @@ def convert_kitti_raw(drive_dir, out, storage: str = "mcap", max_frames: int | N
     n = min(len(oxts), len(t_oxts), len(left), len(t_left), len(right), len(t_right), len(scans), len(t_velo))
     if n == 0:
         raise ValueError(f"KITTI raw drive {drive} has no complete frame (synced layout with .bin scans expected)")
-    frames = _frame_indices(n, max_frames, stride)
+    frames = _frame_indices(n, max_frames, stride, first_frame)
 
     T_imu0_imu = oxts_poses(oxts[:n])
     T_imu_velo = invert_transform(calib.T_velo_imu)

@@ -59,6 +59,8 @@ def test_odometry_bag_contents(odo_bag):
     assert topics == {
         kitti.LEFT_IMAGE_TOPIC: "sensor_msgs/msg/Image",
         kitti.LEFT_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
+        kitti.RIGHT_IMAGE_TOPIC: "sensor_msgs/msg/Image",
+        kitti.RIGHT_INFO_TOPIC: "sensor_msgs/msg/CameraInfo",
         kitti.VELO_TOPIC: "sensor_msgs/msg/PointCloud2",
         "/tf": "tf2_msgs/msg/TFMessage",
         "/tf_static": "tf2_msgs/msg/TFMessage",
@@ -96,7 +98,8 @@ def test_odometry_independent_mcap_reader(odo_bag):
                 raw = np.fromfile(DATA / "velodyne" / "000000.bin", dtype=np.float32).reshape(-1, 4)
                 np.testing.assert_array_equal(pts, raw)
             if channel.topic == "/tf_static":
-                assert {t.child_frame_id for t in decoded.transforms} == {"velodyne", "camera_color_left"}
+                assert {t.child_frame_id for t in decoded.transforms} == {"velodyne", "camera_color_left",
+                                                                          "camera_color_right"}
     assert counts[kitti.LEFT_IMAGE_TOPIC] == N_FRAMES and counts["/tf"] == N_FRAMES and counts["/tf_static"] == 1
 
 
@@ -151,6 +154,47 @@ def test_odometry_lidar_projects_where_calibration_says(odo_bag):
         u = uv_tf[road, 0].astype(int)
         road_px = rgb[v, u].astype(float)
         assert np.abs(road_px - road_px.mean(axis=1, keepdims=True)).mean() < 20  # low saturation
+
+
+def test_odometry_right_camera_from_p3(odo_bag):
+    """image_3 → camera_color_right: same stamps, K from P3, pose from P3's exact offset (~0.54 m right of
+    image_2), and LiDAR projects into it as the devkit's P3·Tr·X does."""
+    out, _ = odo_bag
+    tree, other = _tf_tree(out)
+    calib = _calib_lines(DATA / "calib.txt")
+    P3, Tr = calib["P3"].reshape(3, 4), np.vstack([calib["Tr"].reshape(3, 4), [0, 0, 0, 1]])
+    left, right = other[kitti.LEFT_IMAGE_TOPIC], other[kitti.RIGHT_IMAGE_TOPIC]
+    assert [m.stamp for m in right] == [m.stamp for m in left]
+    np.testing.assert_array_equal(messages.decode_image(right[0].msg),
+                                  np.asarray(PILImage.open(DATA / "image_3" / "000000.png").convert("RGB")))
+    info = messages.decode_camera_info(other[kitti.RIGHT_INFO_TOPIC][0].msg)
+    np.testing.assert_allclose(info.K, P3[:, :3])
+    t = messages.header_stamp(right[0].msg)
+    T_left_right = np.linalg.inv(tree.lookup("map", "camera_color_left", t)) @ tree.lookup("map", "camera_color_right", t)
+    assert T_left_right[0, 3] == pytest.approx(0.54, abs=0.01)  # optical x points right
+    np.testing.assert_allclose(T_left_right[:3, :3], np.eye(3), atol=1e-9)
+    assert abs(T_left_right[1, 3]) < 0.01 and abs(T_left_right[2, 3]) < 0.01
+    pts = messages.pointcloud_xyz(other[kitti.VELO_TOPIC][0].msg).astype(np.float64)
+    T_cam_velo = np.linalg.inv(tree.lookup("map", "camera_color_right", t)) @ tree.lookup("map", "velodyne", t)
+    pc = pts @ T_cam_velo[:3, :3].T + T_cam_velo[:3, 3]
+    front = pc[:, 2] > 2.0
+    uv_tf = (pc[front] @ info.K.T)[:, :2] / pc[front, 2:3]
+    x = (P3 @ Tr @ np.c_[pts[front], np.ones(front.sum())].T).T
+    assert np.abs(uv_tf - x[:, :2] / x[:, 2:3]).max() < 2e-3  # Tr is re-orthonormalized (7-digit text)
+
+
+def test_odometry_first_frame_and_left_only(tmp_path):
+    if not DATA.is_dir():
+        pytest.skip(f"KITTI odometry data not found at {DATA}")
+    out = tmp_path / "f"
+    summary = kitti.convert_kitti_odometry(DATA, out, first_frame=39, max_frames=2, right_camera=False,
+                                           progress=False)
+    assert summary.frames_ids == ["000039", "000040"]
+    assert kitti.RIGHT_IMAGE_TOPIC not in bag.bag_topics(out)
+    stamps = [m.stamp for m in bag.iter_bag_messages(out, [kitti.LEFT_IMAGE_TOPIC])]
+    np.testing.assert_allclose(stamps, np.loadtxt(DATA / "times.txt")[39:41] + kitti.ODOMETRY_EPOCH, atol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        kitti.convert_kitti_odometry(DATA, tmp_path / "g", first_frame=51, progress=False)
 
 
 def test_odometry_stride_and_cli(tmp_path, capsys):

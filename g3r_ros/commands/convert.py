@@ -18,6 +18,7 @@ def add_arguments(parser):
         p.add_argument("src", metavar=src)
         p.add_argument("out", metavar="OUT", help="output bag directory (must not exist)")
         p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+        p.add_argument("--first-frame", type=int, default=0, help="index of the first frame to convert")
         p.add_argument("--max-frames", type=int, default=None, help="convert at most this many frames")
         p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -28,6 +29,6 @@ def run(args) -> int:
 
     fn = kitti.convert_kitti_odometry if args.source == "kitti-odometry" else kitti.convert_kitti_raw
     summary = fn(args.src, args.out, storage=args.storage, max_frames=args.max_frames, stride=args.stride,
-                 progress=not args.no_progress)
+                 first_frame=args.first_frame, progress=not args.no_progress)
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
