@@ -18,15 +18,27 @@ from .window import Keyframe
 ParamsAt = Callable[[float | None], GaussianParams]
 
 
+BANDS = ("top", "middle", "bottom")
+
+
 @dataclass
 class ViewScore:
-    """One evaluated view. render: (H,W,3) float32 in [0,1] (numpy)."""
+    """One evaluated view. render: (H,W,3) float32 in [0,1] (numpy). psnr_bands: PSNR of the
+    top, middle and bottom thirds of the image rows (the LiDAR sees little of the top one)."""
 
     index: int
     stamp: float
     psnr: float
     ssim: float
     render: np.ndarray
+    psnr_bands: tuple[float, float, float] = (float("nan"),) * 3
+
+
+def band_psnr(img: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
+    """PSNR (dB) of the top, middle and bottom thirds of the rows: img, ref (H,W,3) in [0,1]."""
+    h = img.shape[0]
+    edges = [0, h // 3, (2 * h) // 3, h]
+    return tuple(float(psnr(img[a:b], ref[a:b])) for a, b in zip(edges[:-1], edges[1:]))
 
 
 @torch.no_grad()
@@ -47,7 +59,8 @@ def evaluate_keyframes(params_at: ParamsAt, keyframes: list[Keyframe], *, backgr
         img = render_camera(params, kf.camera, background=background, backend=backend)
         ref = image_to_tensor(kf.image, device=img.device)
         scores.append(ViewScore(kf.index, kf.stamp, float(psnr(img, ref)), float(ssim(img, ref)),
-                                img.cpu().numpy() if keep_renders else np.zeros((0, 0, 3), np.float32)))
+                                img.cpu().numpy() if keep_renders else np.zeros((0, 0, 3), np.float32),
+                                band_psnr(img, ref)))
     return scores
 
 
@@ -58,3 +71,10 @@ def mean_psnr(scores: list[ViewScore]) -> float:
 
 def mean_ssim(scores: list[ViewScore]) -> float:
     return float(np.mean([s.ssim for s in scores])) if scores else float("nan")
+
+
+def mean_band_psnr(scores: list[ViewScore]) -> dict[str, float]:
+    """{"top", "middle", "bottom"}: mean PSNR of each image band over views (NaN when empty)."""
+    if not scores:
+        return {b: float("nan") for b in BANDS}
+    return {b: float(np.mean([s.psnr_bands[i] for s in scores])) for i, b in enumerate(BANDS)}

@@ -95,3 +95,29 @@ def knn_distance(points: np.ndarray, k: int = 3, fallback: float = 0.1) -> np.nd
     k_eff = min(k, n - 1)
     dist, _ = cKDTree(points).query(points, k=k_eff + 1)
     return np.asarray(dist)[:, k_eff]
+
+
+def surface_normals(points: np.ndarray, k: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Local surface normal and planarity of each point from its k nearest neighbours (PCA).
+
+    points: (N,3) any frame. Returns normals (N,3) unit, the eigenvector of the smallest
+    eigenvalue of the neighbourhood covariance (sign arbitrary), and planarity (N,) in [0,1],
+    1 − λ3 / λ2 with λ1 ≥ λ2 ≥ λ3: near 1 when one direction is much thinner than the other
+    two (surfaces), near 0 on blobs and on lines (whose two short axes are alike). With
+    fewer than 3 points the normal is +z and the planarity 0.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    normals = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
+    planarity = np.zeros(n)
+    if n < 3:
+        return normals, planarity
+    k_eff = min(int(k), n)
+    _, idx = cKDTree(points).query(points, k=k_eff)
+    nb = points[np.asarray(idx).reshape(n, k_eff)]  # (N,k,3)
+    centred = nb - nb.mean(axis=1, keepdims=True)
+    cov = np.einsum("nki,nkj->nij", centred, centred) / k_eff
+    w, v = np.linalg.eigh(cov)  # ascending eigenvalues
+    normals = v[:, :, 0]
+    planarity = 1.0 - w[:, 0] / np.maximum(w[:, 1], 1e-18)
+    return normals, np.clip(planarity, 0.0, 1.0)

@@ -28,7 +28,8 @@ from .model import G3RModel, load_model
 from .reconstruct import ReconstructConfig, reconstruct, resolve_device
 from .render.types import GaussianParams
 from .report import contact_sheet, psnr_vs_time_plot, write_json, write_png
-from .scene import InitConfig, NeuralScene, init_scene
+from .initialization import InitConfig, init_scene
+from .scene import NeuralScene
 from .window import SceneWindow
 from .window_builder import WindowConfig, window_from_bag
 

@@ -31,7 +31,8 @@ from .metrics import psnr_from_mse
 from .model import G3RModel
 from .net import normalize_gradient
 from .render.types import GaussianParams
-from .scene import InitConfig, NeuralScene, init_scene
+from .initialization import InitConfig, init_scene
+from .scene import NeuralScene
 from .views import ViewChunk, make_chunks, photometric_l2, render_chunk
 from .window import SceneWindow
 

@@ -52,7 +52,8 @@ from .model import (
 )
 from .net import NetSetConfig
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
-from .scene import InitConfig, NeuralScene, init_scene
+from .initialization import InitConfig, init_scene
+from .scene import NeuralScene
 from .views import make_chunks, render_chunk
 from .window import SceneWindow
 from .window_builder import WindowConfig, window_from_bag

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from g3r_ros.blind_spots import BlindSpotConfig
 from g3r_ros.config import from_dict
 from g3r_ros.gaussians import LOG_SCALE, OPACITY, POS, QUAT, RGB, make_decoders
 from g3r_ros.geometry import (
@@ -17,7 +18,8 @@ from g3r_ros.geometry import (
     quat_to_rotmat_torch,
     transform_points,
 )
-from g3r_ros.scene import Component, DistantConfig, InitConfig, NeuralScene, estimate_up, init_scene
+from g3r_ros.initialization import DistantConfig, InitConfig, estimate_up, init_scene
+from g3r_ros.scene import Component, NeuralScene
 from g3r_ros.window import ActorTrack, Keyframe, SceneWindow
 
 W, H, F = 96, 64, 60.0
@@ -104,6 +106,7 @@ def make_window(wall=False, actors=(), extra_points=None, dense=False):
 
 
 def no_distant(**kw):
+    kw.setdefault("blind_spots", BlindSpotConfig(enabled=False))
     return InitConfig(distant=DistantConfig(enabled=False), voxel_size=0.02, **kw)
 
 
@@ -122,7 +125,8 @@ def _bg(scene):
 
 
 def test_knn_scale_identity_rotation_and_opacity():
-    scene = init_scene(make_window(), no_distant(max_footprint_px=None, crop_to_views=False))
+    scene = init_scene(make_window(), no_distant(max_footprint_deg=None, crop_to_views=False,
+                                                 orient_to_surface=False))
     s = _bg(scene)
     pos = s[:, POS]
     assert len(pos) == len(ground_points())  # voxel smaller than the spacing keeps all points
@@ -146,26 +150,49 @@ def test_crop_to_views_and_budget():
     assert 50 <= len(small) <= 100
 
 
-def test_footprint_cap():
+def test_footprint_cap_is_an_angle():
     win = make_window()
-    scene = init_scene(win, no_distant(max_footprint_px=2.0))
+    scene = init_scene(win, no_distant(max_footprint_deg=4.0, orient_to_surface=False))
     s = _bg(scene)
     pos = s[:, POS]
     d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
     knn = np.sort(d, axis=1)[:, 3]
-    depth_over_f = np.full(len(pos), np.inf)
+    depth = np.full(len(pos), np.inf)
     for kf in win.keyframes:
         uv, z = kf.camera.project(pos)
         inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
-        depth_over_f[inside] = np.minimum(depth_over_f[inside], z[inside] / F)
-    assert np.isfinite(depth_over_f).mean() > 0.5
-    nowhere = ~np.isfinite(depth_over_f)
-    depth_over_f[nowhere] = np.min([np.linalg.norm(pos[nowhere] - k.camera.center, axis=1) / F
-                                    for k in win.keyframes], axis=0)
-    expected = np.minimum(knn, 2.0 * depth_over_f)
+        depth[inside] = np.minimum(depth[inside], z[inside])
+    assert np.isfinite(depth).mean() > 0.5
+    nowhere = ~np.isfinite(depth)
+    depth[nowhere] = np.min([np.linalg.norm(pos[nowhere] - k.camera.center, axis=1) for k in win.keyframes], axis=0)
+    cap = math.tan(math.radians(4.0)) * depth
+    expected = np.minimum(knn, cap)
     assert np.allclose(np.exp(s[:, LOG_SCALE.start]), expected, rtol=1e-5)
-    capped = 2.0 * depth_over_f < knn
+    capped = cap < knn
     assert 0.1 < capped.mean() < 0.9  # near points capped, far ones not
+    # the same window at twice the resolution gives the same metric scales
+    hi = SceneWindow([Keyframe(np.repeat(np.repeat(k.image, 2, 0), 2, 1), k.camera.scaled(2.0), k.stamp, index=k.index)
+                      for k in win.keyframes], win.points, ego_positions=win.ego_positions, name="hi")
+    s_hi = _bg(init_scene(hi, no_distant(max_footprint_deg=4.0, orient_to_surface=False)))
+    np.testing.assert_allclose(s_hi[:, LOG_SCALE], s[:, LOG_SCALE], atol=1e-6)
+
+
+def test_discs_tangent_to_the_surface():
+    """On the ground plane every Gaussian is a flat disc: local z (normal) along world z, the two
+    in-plane sigmas equal to the k-NN scale, the normal sigma flat_ratio times smaller."""
+    scene = init_scene(make_window(dense=False), no_distant(max_footprint_deg=None, crop_to_views=False,
+                                                            flat_ratio=0.1))
+    s = _bg(scene)
+    R = quat_to_rotmat_torch(torch.as_tensor(s[:, QUAT])).numpy()
+    assert np.quantile(np.abs(R[:, 2, 2]), 0.05) > 0.98  # local z ∥ world z
+    scales = np.exp(s[:, LOG_SCALE])
+    np.testing.assert_allclose(scales[:, 0], scales[:, 1], rtol=1e-6)
+    ratio = scales[:, 2] / scales[:, 0]
+    assert np.median(ratio) < 0.2 and ratio.min() >= 0.1 - 1e-6
+    # and they render: the initial image is close to the source images (see the render test below)
+    iso = _bg(init_scene(make_window(), no_distant(max_footprint_deg=None, crop_to_views=False,
+                                                   orient_to_surface=False)))
+    np.testing.assert_allclose(np.exp(iso[:, LOG_SCALE.start]), scales[:, 0], rtol=1e-6)
 
 
 def test_projected_colours_match_images():
@@ -253,7 +280,7 @@ def test_actors_placed_at_stamps_and_trail_cropped():
     track = _actor_track()
     trail = transform_points(track.poses[0], np.array([[0.0, 0.0, 0.0], [1.0, 0.5, 0.2]]))
     win = make_window(actors=[track], extra_points=trail)
-    scene = init_scene(win, no_distant())
+    scene = init_scene(win, no_distant(orient_to_surface=False))  # identity rotations: R(placed) = R(track)
     assert [c.kind for c in scene.components] == ["background", "actor"]
     bg = _bg(scene)[:, POS]
     assert np.min(np.linalg.norm(bg[:, None] - trail[None], axis=-1)) > 0.1  # trail points cropped
@@ -361,16 +388,21 @@ def test_scene_helpers():
     assert NeuralScene([]).params_at({}, None).means.shape == (0, 3)
 
 
-def test_initial_render_resembles_the_source_views():
+@pytest.mark.parametrize("orient", [True, False])
+def test_initial_render_resembles_the_source_views(orient):
+    """Both shapes render close to the images. Discs leave small gaps on this grazing synthetic ground
+    (about 1 dB below balls here) but measured +0.7 dB on the real KITTI validation window."""
     from g3r_ros.metrics import psnr
     from g3r_ros.render import render
 
     win = make_window(wall=True, dense=True)
-    scene = init_scene(win, InitConfig(voxel_size=0.02, distant=DistantConfig(radius=80.0, n_lat=12, n_lon=96)))
+    # 2°: the old 2-pixel cap of this wide 96-pixel test camera (sparse near-field points need it)
+    scene = init_scene(win, InitConfig(voxel_size=0.02, max_footprint_deg=2.0, orient_to_surface=orient,
+                                       distant=DistantConfig(radius=80.0, n_lat=12, n_lon=96)))
     params = scene.params_at(zero_decoders(), 0.0)
     cams = CameraBatch.from_cameras([k.camera for k in win.keyframes])
     with torch.no_grad():
         out = render(params, cams)
     gt = torch.as_tensor(np.stack([k.image for k in win.keyframes])).float() / 255
     values = psnr(out.rgb.clamp(0, 1), gt)
-    assert (values > 17).all(), values
+    assert (values > (16.5 if orient else 17.5)).all(), values

@@ -72,7 +72,7 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
     from ..offline import baseline_init, identity_decoders
     from ..reconstruct import ReconstructConfig, reconstruct
     from ..report import psnr_vs_time_plot
-    from ..scene import init_scene
+    from ..initialization import init_scene
     from ..window import Keyframe
 
     targets = window.target_keyframes
@@ -183,7 +183,7 @@ def run(args) -> int:
     from ..model import load_model
     from ..reconstruct import resolve_device
     from ..report import write_json
-    from ..scene import InitConfig
+    from ..initialization import InitConfig
     from ..synthetic import scene_from_bag
     from ..train import load_train_config, synth_bag
     from ..window_builder import WindowConfig, window_from_bag

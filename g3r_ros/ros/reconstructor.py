@@ -54,7 +54,7 @@ class G3RReconstructor:
         from ..config import config_path, from_dict, load_yaml
         from ..model import load_model
         from ..reconstruct import ReconstructConfig, resolve_device
-        from ..scene import InitConfig
+        from ..initialization import InitConfig
 
         sections: dict = {}
         if config.reconstruction_settings_file:
