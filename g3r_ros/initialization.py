@@ -107,7 +107,8 @@ class InitConfig:
     nearest source view (None or 0 disables; an angle, not pixels, so the init is the same at
     any resolution). orient_to_surface / normal_k / flat_ratio: discs tangent to the local
     surface (see module doc). blind_spots: :class:`~g3r_ros.blind_spots.BlindSpotConfig`.
-    min_range: drop background points closer than this to the ego path (m; 0 = off; per-scan ego cropping belongs to the window builder).
+    min_range: drop background points closer than this to the ego path (m; 0 = off; per-scan
+    ego cropping belongs to the window builder).
     crop_actor_boxes: drop background points inside any actor box (grown by
     actor_box_margin m) at any track stamp, so a moving actor leaves no trail.
     crop_to_views: drop background points that no source view sees (in front of the camera

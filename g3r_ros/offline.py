@@ -23,12 +23,12 @@ from .config import config_path, from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr, mean_ssim
 from .export import write_ply
 from .gaussians import GaussianDecoder
+from .initialization import InitConfig, init_scene
 from .metrics import error_map, lpips_available
 from .model import G3RModel, load_model
 from .reconstruct import ReconstructConfig, reconstruct, resolve_device
 from .render.types import GaussianParams
 from .report import contact_sheet, psnr_vs_time_plot, write_json, write_png
-from .initialization import InitConfig, init_scene
 from .scene import NeuralScene
 from .window import SceneWindow
 from .window_builder import WindowConfig, window_from_bag

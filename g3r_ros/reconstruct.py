@@ -27,11 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .gaussians import POS
+from .initialization import InitConfig, init_scene
 from .metrics import psnr_from_mse
 from .model import G3RModel
 from .net import normalize_gradient
 from .render.types import GaussianParams
-from .initialization import InitConfig, init_scene
 from .scene import NeuralScene
 from .views import ViewChunk, make_chunks, photometric_l2, render_chunk
 from .window import SceneWindow

@@ -170,7 +170,8 @@ def test_odometry_right_camera_from_p3(odo_bag):
     info = messages.decode_camera_info(other[kitti.RIGHT_INFO_TOPIC][0].msg)
     np.testing.assert_allclose(info.K, P3[:, :3])
     t = messages.header_stamp(right[0].msg)
-    T_left_right = np.linalg.inv(tree.lookup("map", "camera_color_left", t)) @ tree.lookup("map", "camera_color_right", t)
+    T_left_right = (np.linalg.inv(tree.lookup("map", "camera_color_left", t))
+                    @ tree.lookup("map", "camera_color_right", t))
     assert T_left_right[0, 3] == pytest.approx(0.54, abs=0.01)  # optical x points right
     np.testing.assert_allclose(T_left_right[:3, :3], np.eye(3), atol=1e-9)
     assert abs(T_left_right[1, 3]) < 0.01 and abs(T_left_right[2, 3]) < 0.01

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from g3r_ros.config import from_dict
+from g3r_ros.initialization import InitConfig, init_scene
 from g3r_ros.model import COMPONENT_KINDS, G3RModel
 from g3r_ros.net import NetSetConfig
 from g3r_ros.reconstruct import Cancelled, ReconstructConfig, lift_gradients, reconstruct, step_size, subsample_scene
-from g3r_ros.initialization import InitConfig, init_scene
 from g3r_ros.synthetic import SynthConfig, generate_drive
 from g3r_ros.views import make_chunks
 from g3r_ros.window import SceneWindow

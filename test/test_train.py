@@ -41,10 +41,10 @@ def cache(tmp_path_factory) -> Path:
 
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "config"
-    for name in ("train_cpu_small.yaml", "train_gpu.yaml"):
+    for name in ("train_cpu.yaml", "train_gpu.yaml"):
         cfg = load_train_config(root / name)
         assert cfg.steps == 24 and cfg.lr > 0
-    small = load_train_config(root / "train_cpu_small.yaml")
+    small = load_train_config(root / "train_cpu.yaml")
     assert small.data.synth["width"] * small.data.synth["height"] <= 160 * 96
     assert small.init["max_points"] <= 30000
 

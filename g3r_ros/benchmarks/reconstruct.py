@@ -36,7 +36,7 @@ def add_arguments(p):
     p.add_argument("--scenes", type=int, default=2, help="number of held-out synthetic scenes")
     p.add_argument("--seed-start", type=int, default=BENCH_SEEDS_START)
     p.add_argument("--config", default=None, help="training config whose data sizes to use "
-                   "(default config/train_cpu_small.yaml)")
+                   "(default config/train_cpu.yaml)")
     p.add_argument("--model", default=None, help="model file (default: shipped models/g3r_net.pt)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--steps", type=int, default=24)
@@ -69,10 +69,10 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
     """All methods on one window → a JSON-ready dict (+ a PSNR-vs-time plot)."""
     from ..baseline_3dgs import Baseline3DGSConfig, optimize_3dgs
     from ..evaluate import evaluate_keyframes, mean_psnr, mean_ssim
+    from ..initialization import init_scene
     from ..offline import baseline_init, identity_decoders
     from ..reconstruct import ReconstructConfig, reconstruct
     from ..report import psnr_vs_time_plot
-    from ..initialization import init_scene
     from ..window import Keyframe
 
     targets = window.target_keyframes
@@ -180,16 +180,16 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
 
 def run(args) -> int:
     from ..config import config_path, from_dict
+    from ..initialization import InitConfig
     from ..model import load_model
     from ..reconstruct import resolve_device
     from ..report import write_json
-    from ..initialization import InitConfig
     from ..synthetic import scene_from_bag
     from ..train import load_train_config, synth_bag
     from ..window_builder import WindowConfig, window_from_bag
 
     device = resolve_device(args.device)
-    tcfg = load_train_config(args.config or config_path("train_cpu_small.yaml"))
+    tcfg = load_train_config(args.config or config_path("train_cpu.yaml"))
     train_range = range(*tcfg.data.synth_train_seeds)
     val_range = range(*tcfg.data.synth_val_seeds)
     seeds = list(range(args.seed_start, args.seed_start + args.scenes))

@@ -92,7 +92,7 @@ def stage_synth(out: Path, seed: int) -> tuple[Path, dict]:
     from ..train import DataConfig
     from ..window_builder import WindowConfig, window_from_bag
 
-    data = from_dict(DataConfig, load_yaml(_share("config/train_cpu_small.yaml"))["data"], where="data")
+    data = from_dict(DataConfig, load_yaml(_share("config/train_cpu.yaml"))["data"], where="data")
     bag = out / "synth_bag"
     if bag.exists():
         shutil.rmtree(bag)
@@ -118,7 +118,7 @@ def stage_reconstruct(out: Path, bag: Path, model_path, baseline_iters: int) -> 
     from ..model import G3RModel, ModelFileError, default_model_path
     from ..offline import OfflineConfig, run_offline
 
-    cfg_all = load_yaml(_share("config/train_cpu_small.yaml"))
+    cfg_all = load_yaml(_share("config/train_cpu.yaml"))
     config = OfflineConfig(window=cfg_all["data"]["window"], init=cfg_all.get("init", {}))
     model = None
     path = Path(model_path) if model_path else default_model_path()

@@ -7,10 +7,12 @@ HELP = "train G3R-Net across scenes (single process, or under torchrun with DDP)
 
 
 def add_arguments(p):
-    p.add_argument("--config", required=True, help="training config YAML (e.g. config/train_cpu_small.yaml)")
+    p.add_argument("--config", required=True, help="training config YAML (e.g. config/train_cpu.yaml)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, curves, g3r_net.pt)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--iterations", type=int, default=None, help="override the number of scene iterations")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop after this much wall time (then validate and checkpoint); resumable")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -24,7 +26,7 @@ def run(args) -> int:
     if args.device is not None:
         cfg.device = args.device
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    path = trainer.fit()
+    path = trainer.fit(max_minutes=args.minutes)
     if trainer.rank == 0:
         print(f"model written to {path}")
     return 0

@@ -52,9 +52,9 @@ class G3RReconstructor:
 
     def __init__(self, config: NodeConfig):
         from ..config import config_path, from_dict, load_yaml
+        from ..initialization import InitConfig
         from ..model import load_model
         from ..reconstruct import ReconstructConfig, resolve_device
-        from ..initialization import InitConfig
 
         sections: dict = {}
         if config.reconstruction_settings_file:
