@@ -239,7 +239,7 @@ class TrainStep(nn.Module):
             out = render_chunk(params, chunk)
             c = chunk.images.shape[0]
             mse_sum = mse_sum + (out.rgb - chunk.images).square().mean() * c
-            ssim_sum = ssim_sum + ssim(out.rgb.clamp(0, 1), chunk.images) * c
+            ssim_sum = ssim_sum + ssim(out.rgb.clamp(0, 1), chunk.images).sum()  # (C,) per view
             n_views += c
         flat = flatness_loss(torch.cat([s[:, LOG_SCALE] for s in new_states]), self.cfg.flatness_eps)
         mse = mse_sum / n_views

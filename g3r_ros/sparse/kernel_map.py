@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -38,6 +39,30 @@ class KernelMap:
         """The map with input and output swapped (a transposed convolution)."""
         return KernelMap(self.num_out, self.num_in, self.kernel_volume, self.center,
                          tuple((k, i, o) for k, o, i in self.pairs))
+
+    @cached_property
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neighbour tables of the map (every (out, k) has at most one input, and every (in, k)
+        at most one output):
+
+        - ``out_table`` (num_out, K) int64: the input feeding output o through offset k, or
+          ``num_in`` (the index of a zero pad row) when none;
+        - ``in_table`` (num_in, K) int64: the output fed by input i through offset k, or
+          ``num_out`` when none.
+
+        With them a convolution is one gather and one matrix product, forward and backward,
+        without any scatter (see ``g3r_ros.sparse.conv``)."""
+        device = self.pairs[0][1].device if self.pairs else torch.device("cpu")
+        out_t = torch.full((self.num_out, self.kernel_volume), self.num_in, dtype=torch.int64, device=device)
+        in_t = torch.full((self.num_in, self.kernel_volume), self.num_out, dtype=torch.int64, device=device)
+        if self.center is not None:
+            ar = torch.arange(self.num_out, device=device)
+            out_t[:, self.center] = ar
+            in_t[:, self.center] = ar
+        for k, o, i in self.pairs:
+            out_t[o, k] = i
+            in_t[i, k] = o
+        return out_t, in_t
 
     @property
     def num_pairs(self) -> int:
