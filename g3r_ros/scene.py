@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from tqdm import tqdm
 
 from .gaussians import COMPONENT_KINDS, LATENT_CHANNELS, STATE_CHANNELS
 from .geometry import invert_transform, quat_multiply_torch, rotmat_to_quat, transform_points
 from .knn import downsample_to_budget, knn_distance
+from .progress import progress_bar as tqdm
 from .render.types import GaussianParams
 from .window import ActorTrack, SceneWindow
 

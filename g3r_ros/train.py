@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr
@@ -51,6 +50,7 @@ from .model import (
     save_model,
 )
 from .net import NetSetConfig
+from .progress import progress_bar as tqdm
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
 from .scene import InitConfig, NeuralScene, init_scene
 from .views import make_chunks, render_chunk

@@ -658,16 +658,15 @@ def windows_from_bag(path, config: WindowConfig | None = None, progress: bool = 
     Topics missing from ``config`` (or all, with ``config=None``) are auto-detected, see
     :func:`resolve_config`.
     """
-    from tqdm.auto import tqdm
-
     from .bag import bag_message_count, iter_bag_messages
+    from .progress import progress_bar
 
     cfg = resolve_config(path, config)
     builder = WindowBuilder(cfg, name=Path(path).name)
     topics = _stream_topics(cfg)
     total = bag_message_count(path, topics)
     produced = 0
-    for m in tqdm(iter_bag_messages(path, topics), total=total, desc="window", unit="msg", disable=not progress,
+    for m in progress_bar(iter_bag_messages(path, topics), total=total, desc="window", unit="msg", disable=not progress,
                   leave=False):
         builder.add_message(m.topic, m.msg, m.stamp)
         if builder.ready():
