@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 
-DOMAIN_ID = 74  # unique per ROS test module
+from ros_domains import claim_domain_id
+
+DOMAIN_ID = claim_domain_id()  # held by this process only
 
 
 def test_bench_node_reports_counts_latency_and_reconstructions(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ros_domains import claim_domain_id
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
@@ -28,7 +29,7 @@ pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_t
 from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform
 from g3r_ros.render.types import GaussianParams
 
-DOMAIN_ID = 72  # unique per ROS test module
+DOMAIN_ID = claim_domain_id()  # held by this process only
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
 NODE = "/reconstruct_node"
@@ -159,7 +160,7 @@ def node_params(tmp: Path, **overrides) -> dict:
         "qos.sensor": "reliable", "qos.depth": 50,
         "window.seconds": 0.95, "window.keyframe_seconds": 0.0, "window.held_out_every": 0,
         "window.voxel_size": 0.1, "window.min_range": 1.0, "window.max_range": 60.0,
-        "window.tf_wait_s": 0.3,
+        "window.tf_wait_s": 0.3, "window.flush_on_idle_s": 0.0,  # the tail waits for ~/reconstruct (tested)
         "reconstruction.implementation": "test_node:make_stand_in", "reconstruction.device": "cpu",
         "reconstruction.threads": 1,
         "novel_view.lateral_offsets": [-1.0, 1.0], "novel_view.max_per_window": 4,
@@ -471,10 +472,11 @@ def test_end_to_end_g3r_on_synthetic_drive(tmp_path):
               "reconstruction.model": str(model),
               "output_dir": str(tmp_path / "out"), "status_period": 0.5}
     params = write_params_file(tmp_path / "params.yaml", values)
-    env = dict(ros_env(), ROS_DOMAIN_ID=str(DOMAIN_ID + 1))  # apart from the module's session
+    domain = claim_domain_id()  # apart from the module's session
+    env = dict(ros_env(), ROS_DOMAIN_ID=str(domain))
     node = subprocess.Popen([sys.executable, "-m", "g3r_ros.ros.node", "--ros-args", "--params-file", str(params)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    probe = Probe(DOMAIN_ID + 1)
+    probe = Probe(domain)
     try:
         probe.wait(lambda: probe.status or node.poll() is not None, 120, "the node's first ~/status")
         assert node.poll() is None, node.communicate()[1][-3000:]
@@ -520,7 +522,7 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
     from g3r_ros.ros.node import ReconstructNode
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID + 2)
+    rclpy.init(context=ctx, domain_id=claim_domain_id())
     stand_in = LidarColourStandIn()
     values = node_params(tmp_path, image_transport="compressed", **{"window.keyframe_seconds": 0.45})
     overrides = [Parameter(k, value=v) for k, v in values.items()]
@@ -532,7 +534,7 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
         assert "/cam/image_raw" not in subs
         assert subs["/lidar/points"] == "PointCloud2" and subs["/tf_static"] == "TFMessage"
         assert node.reconstructor is stand_in
-        assert node.window_config.camera_topics == ["/cam/image_raw/compressed", "/cam2/image_raw/compressed"]
+        assert node.session.config.window.camera_topics == ["/cam/image_raw/compressed", "/cam2/image_raw/compressed"]
         # load shedding: at 10 Hz with keyframes >= 0.45 s apart, only every 5th image is queued
         from rclpy.serialization import serialize_message
         from sensor_msgs.msg import CompressedImage
@@ -541,9 +543,8 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
 
         for k in range(11):
             raw = serialize_message(CompressedImage(header=make_header(T0 + 0.1 * k, "cam"), format="jpeg"))
-            node._on_raw(raw, "/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage", True)
-        assert node._image_shed == 8  # queued: 0.0, 0.5, 1.0
-        assert node.status_values()["g3r_ros: window"]["note:image_shed"] == 8
+            node.session.offer("/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage", raw)
+        assert node.status_values()["g3r_ros: window"]["note:image_shed"] == 8  # queued: 0.0, 0.5, 1.0
     finally:
         assert node.shutdown(timeout=5.0) is None  # no map yet: nothing saved
         node.destroy_node()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_domains import claim_domain_id
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
@@ -28,7 +29,7 @@ from g3r_ros.bag import DriveBagWriter, bag_topics, iter_bag_messages
 from g3r_ros.geometry import make_transform
 from g3r_ros.ros.player import message_class
 
-DOMAIN_ID = 71  # unique per ROS test module
+DOMAIN_ID = claim_domain_id()  # held by this process only
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ros_domains import claim_domain_id
 
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
 
-DOMAIN_ID = 73  # unique per ROS test module
+DOMAIN_ID = claim_domain_id()  # held by this process only
 TINY_NET = {"channels": [8, 16], "time_embed_dim": 16, "point_channels": 8, "head_channels": 16}
 
 

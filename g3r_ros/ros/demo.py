@@ -254,7 +254,8 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
     from ..bag import bag_message_count, bag_topics
     from ..config import share_dir
     from ..synthetic import scene_from_bag
-    from .params import camera_info_topic, load_params_file, node_config_from_params
+    from ..window_builder import camera_info_topic
+    from .params import load_params_file, node_config_from_params
 
     t_start = time.monotonic()
     deadline = t_start + float(timeout_s)
