@@ -51,6 +51,7 @@ LOG = logging.getLogger(__name__)
 HEADER_FIRST = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
                           "sensor_msgs/msg/PointCloud2"})
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 LATENCY_PLAUSIBLE_S = 10.0  # stamp-to-offer latency samples beyond this are replayed stamps, not latency
 MAX_EVAL_VIEWS = 4  # source / held-out views rendered per reconstruction for the PSNR in the status
 RENDER_QUEUE = 4
@@ -375,25 +376,26 @@ class StreamingSession:
 
     # ------------------------------------------------------------------ builder thread
     def _builder_loop(self) -> None:
-        last_snapshot, last_input, flushed = 0.0, time.monotonic(), True
+        last_snapshot, last_input, flushed, stale = 0.0, time.monotonic(), True, False
         while not self._stop.is_set():
             self._serve_control()
             try:
                 topic, msgtype, raw, t_recv = self._inbox.get(timeout=0.05)
             except queue.Empty:
+                if stale:  # the burst is over: the status (and ~/reconstruct) see the whole window
+                    self._builder_stats, stale = self._builder.stats(), False
                 idle = self.config.flush_on_idle_s
                 if idle > 0 and not flushed and time.monotonic() - last_input >= idle:
                     flushed = True
                     self._flush_idle(idle)
                 continue
-            last_input, flushed = time.monotonic(), False
+            last_input, flushed, stale = time.monotonic(), False, True
             self._queue_wait.append(time.time() - t_recv)
             try:
                 self._ingest(topic, msgtype, raw)
-                now = time.monotonic()
-                if now - last_snapshot > 0.1:
-                    self._builder_stats = self._builder.stats()
-                    last_snapshot = now
+                if last_input - last_snapshot > 0.1:
+                    self._builder_stats, stale = self._builder.stats(), False
+                    last_snapshot = last_input
                 if self._builder.ready():
                     self._close_window(forced=False)
             except Exception as e:  # noqa: BLE001 - the builder never raises on data; this is a bug guard
@@ -405,6 +407,8 @@ class StreamingSession:
         except Exception as e:  # noqa: BLE001 - corrupt CDR: the builder records a 'deserialize' skip
             self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
             msg = None
+        if msg is not None and msgtype == TF_MESSAGE and topic == "/tf" and msg.transforms:
+            self._check_time_jump(topic, _msg_stamp(msg.transforms[0]))  # before its samples go in
         if msg is not None and msgtype in HEADER_FIRST:
             stamp = _msg_stamp(msg)
             if not self._check_order(topic, stamp):
@@ -427,11 +431,7 @@ class StreamingSession:
             return True
         start = self._window_start
         if start is not None and stamp < start - self.config.window.tf_wait_s:
-            if stamp < start - self.config.time_jump_s:
-                LOG.warning("time jumped back %.1f s on %s (looped bag?): resetting the window and the TF buffer",
-                            start - stamp, topic)
-                self._restart_stream()
-            else:
+            if not self._check_time_jump(topic, stamp):
                 self.count_skip("out_of_order", f"{topic} stamp {stamp:.3f} is older than the current window "
                                                  f"(starts {start:.3f})")
                 return False
@@ -443,11 +443,21 @@ class StreamingSession:
         self._last_stamp[topic] = stamp if last is None else max(last, stamp)
         return True
 
+    def _check_time_jump(self, topic: str, stamp: float | None) -> bool:
+        """True (after restarting the stream, with a warning) when ``stamp`` jumped back by more
+        than ``time_jump_s`` from the current window's start."""
+        start = self._window_start
+        if stamp is None or start is None or stamp >= start - self.config.time_jump_s:
+            return False
+        LOG.warning("time jumped back %.1f s on %s (looped bag?): resetting the window and the dynamic TF",
+                    start - stamp, topic)
+        self._restart_stream()
+        return True
+
     def _restart_stream(self) -> None:
         self._builder.restart()
         self._window_start = None
         self._last_stamp.clear()
-        self._last_info.clear()  # the restarted builder needs the calibrations again
         self._window_span = [None, None]
         with self._lock:
             self._counts["time_resets"] += 1

@@ -230,12 +230,15 @@ class WindowBuilder:
         self.restart()
 
     def restart(self) -> None:
-        """Forget the stream (TF, calibrations, actor observations, the current window and what
-        waits for TF) but keep counting windows: after a time jump (a looped bag), the next
-        window gets the next index, so names stay unique."""
-        self.tf = TransformTree(horizon_s=self.config.tf_horizon_s)
-        self._info: dict[str, object] = {}  # camera topic → CameraInfoData
-        self._info_topics = {camera_info_topic(t) for t in self.config.camera_topics}
+        """Forget the stream's motion (dynamic TF, actor observations, the current window and what
+        waits for TF) but keep what does not depend on time (static transforms, camera calibrations)
+        and the window count: after a time jump (a looped bag), the next window gets the next
+        index, so names stay unique."""
+        old = getattr(self, "tf", None)
+        self.tf = old.static_only() if old is not None else TransformTree(horizon_s=self.config.tf_horizon_s)
+        if old is None:
+            self._info: dict[str, object] = {}  # camera topic → CameraInfoData
+            self._info_topics = {camera_info_topic(t) for t in self.config.camera_topics}
         self._actor_obs: dict[int, dict[float, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
         self._tf_latest = -math.inf
         self._pending: list[_Pending] = []

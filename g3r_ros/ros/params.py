@@ -345,7 +345,7 @@ def _coerce(spec: ParamSpec, value):
             raise ValueError(f"{where} must be a string, got {value!r}")  # noqa: TRY004
         return value
     if isinstance(d, list):
-        if isinstance(value, bytes) and not value:  # how rclpy types an empty YAML list
+        if value is None or (isinstance(value, bytes) and not value):  # how rclpy reads an empty YAML list
             return []
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise ValueError(f"{where} must be a list, got {value!r}")
