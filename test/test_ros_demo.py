@@ -1,6 +1,6 @@
 """``g3r demo`` stage 4 (``g3r_ros.ros.demo.run_ros_demo``) on a tiny synthetic bag.
 
-The real path (node process, ``g3r play --clock``, probe, ``~/reconstruct``, ``~/render_pose``,
+The real path (node process, ``g3r play --clock``, probe, the idle flush, ``~/render_pose``,
 ``~/save_map``, SIGINT) with a tiny untrained G3R model, 2 steps and a small init budget, so
 it runs in well under a minute; the shipped-model quality is the slow test in test_node.py.
 """
@@ -77,7 +77,7 @@ def test_ros_demo_on_a_tiny_bag(tiny):
         assert Path(nv[key]).is_file()
     # a wrong pose convention, frame or intrinsics puts structure in the wrong place: no better than a flat image
     assert np.isfinite(nv["psnr_db"]) and nv["psnr_db"] > nv["psnr_mean_colour_db"] + 1.0, nv
-    assert {"node_start", "play", "reconstruct_request_to_map", "novel_view_request_to_image", "save_map",
+    assert {"node_start", "play", "play_end_to_map", "novel_view_request_to_image", "save_map",
             "total"} <= set(r["timings_s"])
 
 

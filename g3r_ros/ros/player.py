@@ -82,7 +82,8 @@ class PlayConfig:
     """rate: playback speed factor (> 0). clock: publish /clock at ``clock_hz`` with bag time.
     loop: replay forever (until stopped). topics: only these (None = all).
     wait_for_subscribers: seconds to wait at most, before starting, for subscribers (see
-    :meth:`BagPlayer.wait_for_subscribers`; 0 = do not wait). start_delay: extra seconds to sleep before the first message."""
+    :meth:`BagPlayer.wait_for_subscribers`; 0 = do not wait). start_delay: extra seconds to sleep
+    before the first message."""
 
     rate: float = 1.0
     clock: bool = False
