@@ -318,6 +318,7 @@ def test_reconstruct_service_and_sigint_saves_last_map(session):
     session["exit"] = (code, out, err)
     assert code == 0, err[-3000:]
     assert "saved the last map to" in out
+    assert "SIGINT: shutting down" in out + err and "Failed to publish log message to rosout" not in out + err
     saved = Path(out.split("saved the last map to")[-1].strip().splitlines()[0])
     assert saved.is_file() and saved.name.endswith("_shutdown.ply")
 

@@ -48,6 +48,7 @@ class _ToRosLogger(logging.Handler):
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
             logger = self._logger_for(record.name)
+            # one call site per severity: rclpy refuses a call site whose severity changes
             if record.levelno >= logging.CRITICAL:
                 logger.fatal(text)
             elif record.levelno >= logging.ERROR:

@@ -26,6 +26,7 @@ signal), save the last map (``save_on_shutdown``) and exit 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -220,6 +221,8 @@ def main(args=None) -> int:
 
     plain_console()
     log = logging.getLogger("g3r_ros.ros.node")
+    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
+        log.info("ROS_AUTOMATIC_DISCOVERY_RANGE is not set: DDS discovery uses the default range")
     if (profile := apply_large_data_profile()) is not None:  # maps of many Gaussians are MBs
         log.info("Fast DDS profile with a large shared-memory segment: %s (G3R_DDS_PROFILE=0 to disable)", profile)
     stop = threading.Event()
