@@ -23,7 +23,6 @@ setup(
     maintainer_email="g3r_ros@example.com",
     description="G3R gradient-guided generalizable reconstruction as a ROS 2 package",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "g3r = g3r_ros.cli:main",

@@ -1,6 +1,6 @@
 """Gaussian maps out of the package: 3DGS PLY files and PointCloud2 field layouts.
 
-PLY layout (graphdeco-inria ``GaussianModel.save_ply``, DESIGN.md §3), one ``vertex``
+PLY layout (graphdeco-inria ``GaussianModel.save_ply``; the layout is stated here in full), one ``vertex``
 element, binary little endian, all properties float32, in this order::
 
     x y z nx ny nz f_dc_0 f_dc_1 f_dc_2 opacity scale_0 scale_1 scale_2 rot_0 rot_1 rot_2 rot_3
@@ -22,14 +22,13 @@ two scales (2D Gaussian splatting) get a thin third axis. Files without ``f_dc_*
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_write_with
 from .render.types import GaussianParams
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,6 @@ def params_to_ply_array(params: GaussianParams) -> np.ndarray:
     return arr
 
 
-def _atomic_write(path: Path, write_fn) -> None:
-    """Call ``write_fn(file_object)`` on a temp file beside ``path``, then os.replace."""
-    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
-        write_fn(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_ply(path, params: GaussianParams) -> Path:
     """Write Gaussians (world frame) as a graphdeco 3DGS PLY, atomically. Returns the path."""
     from plyfile import PlyData, PlyElement
@@ -86,7 +77,7 @@ def write_ply(path, params: GaussianParams) -> Path:
     arr = params_to_ply_array(params)
     data = PlyData([PlyElement.describe(arr, "vertex")], text=False, byte_order="<")
     path = Path(path)
-    _atomic_write(path, data.write)
+    atomic_write_with(path, data.write, suffix=".tmp")
     log.info("wrote %d Gaussians to %s", len(arr), path)
     return path
 

@@ -1,7 +1,7 @@
 """3D neural Gaussians: the per-point state layout and the decoder to renderable Gaussians.
 
 Each Gaussian carries a state vector ``h`` of :data:`STATE_CHANNELS` = 46 channels
-(G3R, DESIGN.md §1):
+(G3R; see docs/METHOD.md, "Representation"):
 
 ========== ======== ================================================================
 channels   name     meaning (in the component's local frame)

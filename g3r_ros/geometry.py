@@ -274,8 +274,3 @@ def quat_multiply_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ],
         dim=-1,
     )
-
-
-def transform_points_torch(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Apply (4,4) ``T_target_source`` to (N,3) source points → (N,3) target points."""
-    return points @ T[:3, :3].transpose(0, 1) + T[:3, 3]

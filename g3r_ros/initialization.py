@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from tqdm import tqdm
+from .progress import progress_bar as tqdm
 
 from .blind_spots import BlindSpotConfig, blind_spot_points
 from .gaussians import LATENT_CHANNELS

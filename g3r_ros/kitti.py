@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .bag import DriveBagWriter
 from .geometry import R_BODY_OPTICAL, invert_transform, make_transform
+from .progress import progress_bar as tqdm
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,25 @@
-"""Image quality metrics: PSNR, SSIM (torchmetrics), LPIPS availability, picture helpers.
+"""Image quality metrics: PSNR, SSIM, LPIPS availability, picture helpers.
 
 Images are torch tensors in [0,1], channels last: (H,W,3) or a batch (B,H,W,3).
+
+SSIM is the one of graphdeco's 3DGS (``loss_utils.ssim``), used for evaluation, as the
+training loss term and in the 3DGS baseline's loss alike: a normalized Gaussian window
+(11x11, sigma 1.5) per channel with zero padding of half the window, C1 = 0.01², C2 = 0.03²,
+and the mean of the SSIM map. It is differentiable.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 SSIM_KERNEL_SIZE = 11
 SSIM_SIGMA = 1.5
+_C1 = 0.01**2
+_C2 = 0.03**2
 
 
 def _check_pair(img: torch.Tensor, ref: torch.Tensor) -> None:
@@ -59,24 +69,50 @@ def psnr_from_mse(mse):
     return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
 
 
-def ssim(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Structural similarity (torchmetrics, Gaussian window 11, sigma 1.5, data range 1).
+@lru_cache(maxsize=8)
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    """(size,size) normalized 2D Gaussian window, float64 on CPU (cached)."""
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
 
-    img, ref: (H,W,3) → scalar, or (B,H,W,3) → (B,). Differentiable (usable as a loss,
-    e.g. ``1 - ssim``). Images need at least 11 pixels per side.
+
+def ssim_map(img: torch.Tensor, ref: torch.Tensor, window: int = SSIM_KERNEL_SIZE,
+             sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Per-pixel SSIM (B,H,W,C) of two (B,H,W,C) image batches (any C; zero-padded borders)."""
+    if img.shape != ref.shape or img.dim() != 4:
+        raise ValueError(f"ssim_map expects two (B,H,W,C) tensors of one shape, got {tuple(img.shape)}, "
+                         f"{tuple(ref.shape)}")
+    x, y = img.permute(0, 3, 1, 2), ref.permute(0, 3, 1, 2)
+    ch = x.shape[1]
+    w = _gaussian_window(int(window), float(sigma)).to(device=x.device, dtype=x.dtype)
+    w = w.expand(ch, 1, window, window).contiguous()
+
+    def blur(t):
+        return F.conv2d(t, w, padding=window // 2, groups=ch)
+
+    mu1, mu2 = blur(x), blur(y)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = blur(x * x) - mu1_sq
+    s2 = blur(y * y) - mu2_sq
+    s12 = blur(x * y) - mu12
+    num = (2 * mu12 + _C1) * (2 * s12 + _C2)
+    den = (mu1_sq + mu2_sq + _C1) * (s1 + s2 + _C2)
+    return (num / den).permute(0, 2, 3, 1)
+
+
+def ssim(img: torch.Tensor, ref: torch.Tensor, window: int = SSIM_KERNEL_SIZE,
+         sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Structural similarity (graphdeco's, see the module doc): the mean of :func:`ssim_map`.
+
+    img, ref: (H,W,3) → scalar, or (B,H,W,3) → (B,), one value per image. Differentiable
+    (usable as a loss, e.g. ``1 - ssim``).
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     _check_pair(img, ref)
     batched = img.dim() == 4
     x, y = (img, ref) if batched else (img[None], ref[None])
-    if min(x.shape[1], x.shape[2]) < SSIM_KERNEL_SIZE:
-        raise ValueError(f"SSIM needs images of at least {SSIM_KERNEL_SIZE}x{SSIM_KERNEL_SIZE}, "
-                         f"got {tuple(x.shape[1:3])}")
-    x = x.permute(0, 3, 1, 2).float()
-    y = y.permute(0, 3, 1, 2).float()
-    out = structural_similarity_index_measure(x, y, gaussian_kernel=True, sigma=SSIM_SIGMA,
-                                              kernel_size=SSIM_KERNEL_SIZE, data_range=1.0, reduction="none")
+    out = ssim_map(x, y, window, sigma).mean(dim=(1, 2, 3))
     return out if batched else out[0]
 
 

@@ -17,14 +17,13 @@ from torch import nn
 
 from .atomic import atomic_path
 from .config import from_dict, share_dir
-from .gaussians import GaussianDecoder
+from .gaussians import COMPONENT_KINDS, GaussianDecoder
 from .net import G3RNetSet, NetSetConfig, load_net_config
 
 LOG = logging.getLogger(__name__)
 
 MODEL_FORMAT = "g3r_ros.model"
 MODEL_VERSION = 1
-COMPONENT_KINDS = ("background", "actor", "distant")
 
 
 class ModelFileError(ValueError):

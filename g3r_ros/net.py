@@ -17,23 +17,18 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .atomic import atomic_path
-from .config import config_path, from_dict, load_config, to_dict
+from .config import config_path, load_config
+from .gaussians import COMPONENT_KINDS, STATE_CHANNELS
 from .sparse import SparseResUNet, SparseTensor, local_offsets, voxel_mean, voxel_to_points, voxelize
 
 log = logging.getLogger(__name__)
 
-STATE_CHANNELS = 46
-COMPONENTS = ("background", "actor", "distant")
 # Metres per voxel when a component's config leaves voxel_size unset (see docs/NETWORK.md).
 DEFAULT_VOXEL_SIZE = {"background": 0.4, "actor": 0.15, "distant": 20.0}
-CHECKPOINT_FORMAT = "g3r_ros.netset"
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -105,7 +100,7 @@ class NetConfig:
     def resolved(self, component: str) -> NetConfig:
         """Copy with voxel_size filled from the component default when unset."""
         if component not in DEFAULT_VOXEL_SIZE:
-            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENT_KINDS}")
         vs = DEFAULT_VOXEL_SIZE[component] if self.voxel_size is None else float(self.voxel_size)
         return dataclasses.replace(self, voxel_size=vs)
 
@@ -119,11 +114,11 @@ class NetSetConfig:
     distant: NetConfig = field(default_factory=NetConfig)
 
     def validate(self) -> None:
-        for name in COMPONENTS:
+        for name in COMPONENT_KINDS:
             getattr(self, name).validate()
 
     def resolved(self) -> NetSetConfig:
-        return NetSetConfig(**{name: getattr(self, name).resolved(name) for name in COMPONENTS})
+        return NetSetConfig(**{name: getattr(self, name).resolved(name) for name in COMPONENT_KINDS})
 
 
 def load_net_config(path=None) -> NetSetConfig:
@@ -154,21 +149,6 @@ def step_embedding(step: int, total_steps: int, dim: int, *, dtype=torch.float32
     progress = t * (1000.0 / float(total_steps))
     return torch.cat([sinusoidal_embedding(t, dim // 2, 1000.0),
                       sinusoidal_embedding(progress, dim // 2, 10000.0)], 1)[0]
-
-
-def sphere_voxel_size(radius: float, n_lat: int, n_lon: int, lat_min_deg: float, lat_max_deg: float,
-                      factor: float = 1.5) -> float:
-    """Voxel size (metres) for the distant network on a cropped sphere of Gaussians.
-
-    ``factor`` times the larger grid spacing (radius x angular step, at the equator), so that
-    grid neighbours always fall in the same or an adjacent voxel. Pass it to
-    ``G3RNet.forward(..., voxel_size=...)`` when the sphere differs from the trained one.
-    """
-    if radius <= 0 or n_lat < 1 or n_lon < 1 or lat_max_deg <= lat_min_deg or factor <= 0:
-        raise ValueError("need radius > 0, n_lat, n_lon >= 1, lat_max_deg > lat_min_deg and factor > 0")
-    d_lat = math.radians(lat_max_deg - lat_min_deg) / n_lat
-    d_lon = 2.0 * math.pi / n_lon
-    return float(factor * radius * max(d_lat, d_lon))
 
 
 def normalize_gradient(grad: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -301,83 +281,18 @@ class G3RNetSet(nn.Module):
     def __init__(self, config: NetSetConfig | NetConfig | None = None):
         super().__init__()
         if isinstance(config, NetConfig):
-            config = NetSetConfig(**{name: dataclasses.replace(config) for name in COMPONENTS})
+            config = NetSetConfig(**{name: dataclasses.replace(config) for name in COMPONENT_KINDS})
         elif config is not None and not isinstance(config, NetSetConfig):
             raise ValueError(f"config must be a NetSetConfig or NetConfig, got {type(config).__name__}")
         config = (config or NetSetConfig()).resolved()
         config.validate()
         self.config = config
-        self.nets = nn.ModuleDict({name: G3RNet(getattr(config, name), name) for name in COMPONENTS})
+        self.nets = nn.ModuleDict({name: G3RNet(getattr(config, name), name) for name in COMPONENT_KINDS})
 
     def __getitem__(self, component: str) -> G3RNet:
         if component not in self.nets:
-            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+            raise ValueError(f"unknown component {component!r}; expected one of {COMPONENT_KINDS}")
         return self.nets[component]
 
     def forward(self, component: str, *args, **kwargs) -> torch.Tensor:
         return self[component](*args, **kwargs)
-
-
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------
-def save_netset(netset: G3RNetSet, path, extra: dict | None = None) -> Path:
-    """Write config + float weights atomically (temp file in the same dir, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": to_dict(netset.config),
-               "state_dict": {k: v.detach().cpu() for k, v in netset.state_dict().items()},
-               "extra": dict(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def _config_diff(a: NetSetConfig, b: NetSetConfig) -> list[str]:
-    da, db = to_dict(a), to_dict(b)
-    out = []
-    for comp in COMPONENTS:
-        for k in da[comp]:
-            va, vb = da[comp][k], db[comp].get(k)
-            if (list(va) if isinstance(va, tuple) else va) != (list(vb) if isinstance(vb, tuple) else vb):
-                out.append(f"{comp}.{k}: file {va!r} != expected {vb!r}")
-    return out
-
-
-def load_netset(path, config: NetSetConfig | None = None, map_location="cpu") -> tuple[G3RNetSet, dict]:
-    """Read a checkpoint written by :func:`save_netset`; returns (netset, extra).
-
-    Raises FileNotFoundError when missing, ValueError when the file is not a readable
-    G3R-Net checkpoint, or when ``config`` is given and differs from the file's config.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ValueError(f"{path}: not a readable G3R-Net model file ({type(e).__name__}: {e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a G3R-Net model file (format {CHECKPOINT_FORMAT!r} expected)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: unsupported model file version {payload.get('version')!r}")
-    try:
-        saved = from_dict(NetSetConfig, payload["config"], where=f"{path}:config").resolved()
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{path}: invalid network config in model file: {e}") from None
-    if config is not None:
-        diff = _config_diff(saved, config.resolved())
-        if diff:
-            raise ValueError(f"{path}: model/config mismatch: " + "; ".join(diff))
-    netset = G3RNetSet(saved)
-    try:
-        netset.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: weights do not match the network config: {e}") from None
-    if isinstance(map_location, (str, torch.device)):
-        netset = netset.to(map_location)
-    return netset, payload.get("extra", {})

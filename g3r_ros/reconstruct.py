@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .gaussians import POS
 from .initialization import InitConfig, init_scene
 from .metrics import psnr_from_mse
 from .model import G3RModel
 from .net import normalize_gradient
+from .progress import progress_bar as tqdm
 from .render.types import GaussianParams
 from .scene import NeuralScene
 from .views import ViewChunk, make_chunks, photometric_l2, render_chunk

@@ -117,6 +117,16 @@ class TransformTree:
             if not static:
                 edge.prune(self.horizon_s)
 
+    def static_only(self) -> TransformTree:
+        """A new tree with the same settings and a copy of the static edges only (a stream that
+        restarts keeps its sensor mounts but not its motion)."""
+        import copy
+
+        out = TransformTree(self.horizon_s, self.extrapolation_s)
+        with self._lock:
+            out._edges = {child: copy.deepcopy(e) for child, e in self._edges.items() if e.static}
+        return out
+
     def add_records(self, records, static: bool = False) -> int:
         """Insert many records; returns how many were added."""
         n = 0

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import from_dict, load_yaml
 from .evaluate import evaluate_keyframes, mean_psnr
@@ -53,6 +52,7 @@ from .model import (
 )
 from .net import NetSetConfig
 from .real_split import RealSplit, range_window
+from .progress import progress_bar as tqdm
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
 from .scene import NeuralScene
 from .subwindow import SubWindowConfig, sample_subwindow

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .geometry import CameraBatch, PinholeCamera
+from .geometry import CameraBatch
 from .render import render
 from .render.types import GaussianParams
 from .window import Keyframe
@@ -54,11 +54,6 @@ def make_chunks(keyframes: list[Keyframe], *, chunk_size: int, per_stamp: bool, 
             imgs = torch.stack([image_to_tensor(keyframes[i].image, device) for i in part])
             chunks.append(ViewChunk(cams, imgs, stamp if per_stamp else keyframes[part[0]].stamp, part))
     return chunks
-
-
-def camera_chunk(cameras: list[PinholeCamera], stamp: float | None, device=None) -> ViewChunk:
-    """A chunk of novel-view cameras (no images), all rendered at ``stamp``."""
-    return ViewChunk(CameraBatch.from_cameras(cameras, device=device), None, stamp, list(range(len(cameras))))
 
 
 def render_chunk(params: GaussianParams, chunk: ViewChunk, *, background=None, backend="auto"):

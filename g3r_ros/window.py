@@ -3,8 +3,8 @@
 A :class:`SceneWindow` holds keyframes (image, intrinsics, camera pose, stamp), the LiDAR
 accumulated in the world frame (background) and per-actor clouds in box-local coordinates
 with their tracks. It is built from a time-ordered message stream by
-``g3r_ros.window_builder.WindowBuilder`` or read from a rosbag2 by
-:meth:`SceneWindow.from_bag`.
+``g3r_ros.window_builder.WindowBuilder`` (``window_from_bag`` reads one from a rosbag2). This
+module is the data model only: it imports nothing of the builder.
 """
 
 from __future__ import annotations
@@ -132,10 +132,3 @@ class SceneWindow:
             "skipped": len(self.skipped),
             "skipped_by_reason": reasons,
         }
-
-    @staticmethod
-    def from_bag(path, config=None) -> SceneWindow:
-        """Read the first window of a rosbag2 (mcap or sqlite3). See ``window_builder``."""
-        from .window_builder import window_from_bag
-
-        return window_from_bag(path, config)

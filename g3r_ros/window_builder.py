@@ -20,7 +20,7 @@ accumulates a :class:`~g3r_ros.window.SceneWindow`:
   actor's cloud in box-local coordinates; the rest is the background, voxel-downsampled again
   and capped at ``max_points``. ``ego_positions`` are the LiDAR origins in the world.
 - **Robustness.** Messages whose transform is not available yet wait in a bounded queue
-  (``sync_queue_size`` per topic) and are retried as TF arrives; they fail for good once the
+  (``pending_per_topic`` per topic) and are retried as TF arrives; they fail for good once the
   TF stream is ``tf_wait_s`` past their stamp (or at :meth:`build`). Every message that could
   not be used is a :class:`~g3r_ros.window.SkipRecord` with a reason ``"<key>: <detail>"``,
   key one of ``deserialize``, ``decode``, ``camera_info``, ``tf``, ``queue``. Nothing raises on
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import PinholeCamera, invert_transform, transform_points
+from .knn import voxel_downsample
 from .messages import (
     MessageDecodeError,
     decode_camera_info,
@@ -49,9 +50,9 @@ from .messages import (
     decode_tf_message,
     header_stamp,
     pointcloud_xyz,
-    undistort_image,
 )
 from .tf_tree import TransformError, TransformTree
+from .undistort import undistort_image
 from .window import ActorTrack, Keyframe, SceneWindow, SkipRecord
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ class WindowConfig:
     max_range: float = 80.0
     max_points: int = 300_000
     image_scale: float = 1.0
-    sync_slop: float = 0.05
-    sync_queue_size: int = 10
+    track_slop_s: float = 0.05
+    pending_per_topic: int = 10
     tf_horizon_s: float = 60.0
     tf_wait_s: float = 0.5
     lidar_every: int = 1
@@ -105,7 +106,7 @@ class WindowConfig:
 
         for name in ("window_seconds", "window_meters"):  # None or 0: no limit
             positive(name, allow_zero=True, allow_none=True)
-        for name in ("keyframe_meters", "keyframe_seconds", "min_range", "sync_slop", "tf_wait_s", "actor_margin"):
+        for name in ("keyframe_meters", "keyframe_seconds", "min_range", "track_slop_s", "tf_wait_s", "actor_margin"):
             positive(name, allow_zero=True)
         for name in ("voxel_size", "max_range", "image_scale", "tf_horizon_s"):
             positive(name)
@@ -113,7 +114,7 @@ class WindowConfig:
             raise ValueError(f"WindowConfig.max_range ({self.max_range}) must exceed min_range ({self.min_range})")
         if self.image_scale > 1.0:
             raise ValueError(f"WindowConfig.image_scale must be in (0, 1], got {self.image_scale}")
-        for name in ("max_points", "sync_queue_size", "lidar_every"):
+        for name in ("max_points", "pending_per_topic", "lidar_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"WindowConfig.{name} must be an integer >= 1, got {v!r}")
@@ -140,8 +141,12 @@ def camera_info_topic(image_topic: str) -> str:
     return f"{head}/camera_info"
 
 
-def is_compressed_topic(image_topic: str) -> bool:
-    return image_topic.endswith("/compressed")
+def window_name(prefix: str, index: int, start: float | None) -> str:
+    """Name of the ``index``-th window (from 0) of a stream starting at ``start`` (s, the first
+    keyframe's stamp): ``[prefix_]w<index>_t<start>``, e.g. ``w002_t1000.25``. Unique within a
+    stream and safe in file names."""
+    head = f"{prefix}_" if prefix else ""
+    return f"{head}w{index:03d}" + ("" if start is None else f"_t{start:.2f}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,26 +160,9 @@ def range_filter(points: np.ndarray, min_range: float, max_range: float) -> np.n
     return points[(r2 >= min_range * min_range) & (r2 <= max_range * max_range)]
 
 
-def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
-    """(N,3) points → (M,3) float32 centroids of the occupied ``voxel_size`` cubes (M <= N).
-
-    Vectorized (no Python loop over points); the output is ordered by voxel key.
-    """
-    points = np.asarray(points)
-    if len(points) == 0:
-        return np.zeros((0, 3), np.float32)
-    keys = np.floor(points / voxel_size).astype(np.int64)
-    keys -= keys.min(axis=0)
-    dims = keys.max(axis=0) + 1
-    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2**62:
-        flat = (keys[:, 0] * dims[1] + keys[:, 1]) * dims[2] + keys[:, 2]
-        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    else:  # astronomically spread cloud: unique rows instead of a flat key
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    p = points.astype(np.float64)
-    out = np.stack([np.bincount(inverse, weights=p[:, k], minlength=len(counts)) for k in range(3)], axis=1)
-    return (out / counts[:, None]).astype(np.float32)
+def _voxel_centroids(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(N,3) points → (M,3) float32 voxel centroids (``g3r_ros.knn.voxel_downsample``)."""
+    return voxel_downsample(points, voxel_size)[0].astype(np.float32)
 
 
 def points_in_box(points_world: np.ndarray, T_world_box: np.ndarray, size: np.ndarray,
@@ -187,13 +175,6 @@ def points_in_box(points_world: np.ndarray, T_world_box: np.ndarray, size: np.nd
     half = np.asarray(size, dtype=np.float64) / 2.0 + margin
     mask = (np.abs(local) <= half).all(axis=1)
     return mask, local.astype(np.float32)
-
-
-def path_length(positions: np.ndarray) -> float:
-    """Length (m) of the polyline through (M,3) positions."""
-    if len(positions) < 2:
-        return 0.0
-    return float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum())
 
 
 def resize_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -241,16 +222,25 @@ class WindowBuilder:
     from one thread (e.g. a single-threaded executor or behind a lock).
     """
 
-    def __init__(self, config: WindowConfig | None = None, name: str = "window"):
+    def __init__(self, config: WindowConfig | None = None, name: str = ""):
         self.config = config or WindowConfig()
         self.config.validate()
-        self.name = name
-        self.tf = TransformTree(horizon_s=self.config.tf_horizon_s)
-        self._info: dict[str, object] = {}  # camera topic → CameraInfoData
-        self._info_topics = {camera_info_topic(t) for t in self.config.camera_topics}
+        self.name = name  # prefix of the window names (e.g. the bag's name), see window_name
+        self._window_index = 0
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the stream's motion (dynamic TF, actor observations, the current window and what
+        waits for TF) but keep what does not depend on time (static transforms, camera calibrations)
+        and the window count: after a time jump (a looped bag), the next window gets the next
+        index, so names stay unique."""
+        old = getattr(self, "tf", None)
+        self.tf = old.static_only() if old is not None else TransformTree(horizon_s=self.config.tf_horizon_s)
+        if old is None:
+            self._info: dict[str, object] = {}  # camera topic → CameraInfoData
+            self._info_topics = {camera_info_topic(t) for t in self.config.camera_topics}
         self._actor_obs: dict[int, dict[float, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
         self._tf_latest = -math.inf
-        self._window_index = 0
         self._pending: list[_Pending] = []
         self._reset()
 
@@ -343,7 +333,7 @@ class WindowBuilder:
             return
         self._pending.append(item)
         same = [p for p in self._pending if p.topic == item.topic]
-        limit = self.config.sync_queue_size * (64 if item.kind == "markers" else 1)
+        limit = self.config.pending_per_topic * (64 if item.kind == "markers" else 1)
         if len(same) > limit:
             oldest = min(same, key=lambda p: p.stamp)
             self._pending.remove(oldest)
@@ -432,7 +422,7 @@ class WindowBuilder:
             return
         pts = range_filter(pts, cfg.min_range, cfg.max_range)
         world = transform_points(T_world_lidar, np.asarray(pts, dtype=np.float64))
-        world = voxel_downsample(world, cfg.voxel_size)
+        world = _voxel_centroids(world, cfg.voxel_size)
         self._scans.append(_Scan(item.stamp, world, T_world_lidar[:3, 3].copy()))
         self._advance_ego(T_world_lidar[:3, 3])
 
@@ -472,7 +462,7 @@ class WindowBuilder:
 
     def _actor_tracks(self, t0: float, t1: float) -> list[ActorTrack]:
         """Tracks with observations within [t0 - slop, t1 + slop] (plus one neighbour each side)."""
-        slop = self.config.sync_slop
+        slop = self.config.track_slop_s
         tracks = []
         for actor_id in sorted(self._actor_obs):
             obs = self._actor_obs[actor_id]
@@ -489,7 +479,7 @@ class WindowBuilder:
 
     def _separate_actors(self, scans: list[_Scan], tracks: list[ActorTrack]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Split the scans' world points into background and per-actor box-local clouds."""
-        slop, margin = self.config.sync_slop, self.config.actor_margin
+        slop, margin = self.config.track_slop_s, self.config.actor_margin
         background, local = [], [[] for _ in tracks]
         for scan in scans:
             pts = scan.points
@@ -524,7 +514,8 @@ class WindowBuilder:
         cfg = self.config
         if not self._keyframes:
             reasons = sorted({s.reason.split(":")[0] for s in self._skipped})
-            raise ValueError(f"window '{self.name}' is empty: no keyframe from cameras {cfg.camera_topics} "
+            name = window_name(self.name, self._window_index, None)
+            raise ValueError(f"window {name} is empty: no keyframe from cameras {cfg.camera_topics} "
                              f"({len(self._skipped)} messages skipped, reasons: {reasons or 'none'})")
         ordered = sorted(self._keyframes, key=lambda tk: (tk[1].stamp, tk[0]))
         keyframes = [k for _, k in ordered]
@@ -540,12 +531,12 @@ class WindowBuilder:
             t0, t1 = min(t0, scans[0].stamp), max(t1, scans[-1].stamp)
         tracks = self._actor_tracks(t0, t1)
         bg, actor_pts = self._separate_actors(scans, tracks)
-        bg = self._cap(voxel_downsample(bg, cfg.voxel_size), cfg.max_points)
+        bg = self._cap(_voxel_centroids(bg, cfg.voxel_size), cfg.max_points)
         for tr, pts in zip(tracks, actor_pts):
-            tr.points = voxel_downsample(pts, cfg.voxel_size) if len(pts) else pts
-        suffix = f"_{self._window_index}" if self._window_index else ""
+            tr.points = _voxel_centroids(pts, cfg.voxel_size) if len(pts) else pts
         window = SceneWindow(keyframes=keyframes, points=bg, actors=tracks, ego_positions=self._ego_positions(),
-                             world_frame=cfg.world_frame, skipped=list(self._skipped), name=f"{self.name}{suffix}")
+                             world_frame=cfg.world_frame, skipped=list(self._skipped),
+                             name=window_name(self.name, self._window_index, keyframes[0].stamp))
         log.info("window %s: %d keyframes (%d held out), %d background points, %d actors, %d skipped",
                  window.name, len(keyframes), len(window.target_keyframes), len(bg), len(tracks),
                  len(self._skipped))
@@ -670,16 +661,15 @@ def windows_from_bag(path, config: WindowConfig | None = None, progress: bool = 
     Topics missing from ``config`` (or all, with ``config=None``) are auto-detected, see
     :func:`resolve_config`.
     """
-    from tqdm.auto import tqdm
-
     from .bag import bag_message_count, iter_bag_messages
+    from .progress import progress_bar
 
     cfg = resolve_config(path, config)
     builder = WindowBuilder(cfg, name=Path(path).name)
     topics = _stream_topics(cfg)
     total = bag_message_count(path, topics)
     produced = 0
-    for m in tqdm(iter_bag_messages(path, topics), total=total, desc="window", unit="msg", disable=not progress,
+    for m in progress_bar(iter_bag_messages(path, topics), total=total, desc="window", unit="msg", disable=not progress,
                   leave=False):
         builder.add_message(m.topic, m.msg, m.stamp)
         if builder.ready():

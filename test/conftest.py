@@ -1,8 +1,10 @@
 """Shared pytest configuration for g3r_ros.
 
 - Every rclpy process started by a test stays on loopback: ``ROS_AUTOMATIC_DISCOVERY_RANGE``
-  is forced to LOCALHOST at import, before any test module can import rclpy, and a test
-  ``ROS_DOMAIN_ID`` is set unless one is given.
+  is forced to LOCALHOST at import, before any test module can import rclpy, and
+  ``ROS_DOMAIN_ID`` is set to a domain no other test process on the machine holds
+  (``ros_domains.claim_domain_id``; ROS test modules claim their own the same way), so
+  concurrent test runs in other checkouts never cross-talk.
 - The ``slow`` marker: deselect with ``-m "not slow"``.
 - ``shared_data``: the KITTI odometry drive beside the repository, or a skip with the reason.
 """
@@ -13,9 +15,10 @@ import os
 from pathlib import Path
 
 import pytest
+from ros_domains import claim_domain_id  # noqa: E402 - test/ is on sys.path (rootdir conftest)
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", "42")
+os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
 
 # ../shared/data beside the repository root.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

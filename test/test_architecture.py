@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "g3r_ros"
-ROS_FREE_ADAPTER = ["g3r_ros.ros.params", "g3r_ros.ros.reconstructor"]
+ROS_FREE_ADAPTER = ["g3r_ros.ros.params", "g3r_ros.ros.logs"]
 
 
 def _core_files() -> list[Path]:

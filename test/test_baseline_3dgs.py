@@ -12,12 +12,13 @@ import torch
 
 from g3r_ros.baseline import SH_C0, Baseline3DGSConfig, optimize_3dgs
 from g3r_ros.baseline.densify import add_densification_stats, densify_and_prune, reset_opacity
-from g3r_ros.baseline.loss import photometric_loss, psnr, ssim, ssim_map
+from g3r_ros.baseline.loss import photometric_loss, psnr
 from g3r_ros.baseline.schedule import expon_lr, scene_extent
 from g3r_ros.baseline.state import PARAM_NAMES, TrainableGaussians
 from g3r_ros.baseline_3dgs import optimize_3dgs as optimize_3dgs_reexport
 from g3r_ros.config import config_path, load_config
 from g3r_ros.geometry import CameraBatch, PinholeCamera, make_transform, quat_to_rotmat_torch
+from g3r_ros.metrics import ssim, ssim_map
 from g3r_ros.render.types import GaussianParams
 from g3r_ros.window import Keyframe, SceneWindow
 
@@ -169,23 +170,24 @@ def test_scene_extent():
 def test_ssim_and_loss():
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2, 12, 16, 3, generator=g)
-    assert float(ssim(a.permute(0, 3, 1, 2), a.permute(0, 3, 1, 2))) == pytest.approx(1.0, abs=1e-6)
+    assert float(ssim(a, a).mean()) == pytest.approx(1.0, abs=1e-6)
     b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1).requires_grad_(True)
     loss, l1 = photometric_loss(b, a, 0.2)
-    s = ssim(b.permute(0, 3, 1, 2), a.permute(0, 3, 1, 2))
+    s = ssim(b, a).mean()
     assert 0.0 < float(s.detach()) < 0.99
     assert float(loss.detach()) == pytest.approx(0.8 * float(l1.detach()) + 0.2 * (1 - float(s.detach())), rel=1e-6)
     loss.backward()
     assert b.grad is not None and torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
     # the centre pixel of an 11x11 image sees the whole window: check it against the formula
-    x = torch.rand(1, 1, 11, 11, generator=g, dtype=torch.float64)
-    y = (0.5 * x + 0.2 + 0.05 * torch.rand(1, 1, 11, 11, generator=g, dtype=torch.float64)).clamp(0, 1)
+    x = torch.rand(1, 11, 11, 1, generator=g, dtype=torch.float64)
+    y = (0.5 * x + 0.2 + 0.05 * torch.rand(1, 11, 11, 1, generator=g, dtype=torch.float64)).clamp(0, 1)
     win = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2)).double()
     win = torch.outer(win, win) / win.sum() ** 2
-    mx, my = (win * x).sum(), (win * y).sum()
-    vx, vy, cxy = (win * x * x).sum() - mx**2, (win * y * y).sum() - my**2, (win * x * y).sum() - mx * my
+    x2, y2 = x[0, :, :, 0], y[0, :, :, 0]
+    mx, my = (win * x2).sum(), (win * y2).sum()
+    vx, vy, cxy = (win * x2 * x2).sum() - mx**2, (win * y2 * y2).sum() - my**2, (win * x2 * y2).sum() - mx * my
     want = ((2 * mx * my + 1e-4) * (2 * cxy + 9e-4)) / ((mx**2 + my**2 + 1e-4) * (vx + vy + 9e-4))
-    assert float(ssim_map(x, y)[0, 0, 5, 5]) == pytest.approx(float(want), rel=1e-10)
+    assert float(ssim_map(x, y)[0, 5, 5, 0]) == pytest.approx(float(want), rel=1e-10)
 
 
 # ---------------------------------------------------------------------------------------

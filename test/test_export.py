@@ -71,6 +71,10 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "map.ply"
     write_ply(path, make_params(10))
     before = path.read_bytes()
+    # readable by others like any file the user writes (0666 minus the umask), not the temp file's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
     def broken_write(self, stream):
         stream.write(b"ply\nformat binary_little_endian 1.0\n")

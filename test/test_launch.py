@@ -9,6 +9,7 @@ argument sets.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -100,7 +101,7 @@ def _run_setup(mod, **given):
 
 def test_launch_file_with_shim_declares_arguments_and_node(shimmed):
     declared, actions = _run_setup(shimmed)
-    assert set(declared) == {"params_file", "model", "device", "use_sim_time", "bag", "namespace"}
+    assert set(declared) == {"params_file", "model", "device", "use_sim_time", "bag", "player", "namespace"}
     default_params = declared["params_file"]["default_value"]
     assert type(default_params).__name__ == "PathJoinSubstitution"
     assert default_params.args[0][1:] == ["config", "reconstruct.yaml"]
@@ -111,10 +112,15 @@ def test_launch_file_with_shim_declares_arguments_and_node(shimmed):
     params_file, overrides = kw["parameters"]
     assert params_file == "/share/reconstruct.yaml"
     assert overrides == {"use_sim_time": False}  # '' model/device keep the params file's values
+    # launch's stdout is not a terminal here (pytest captures it): no colour codes in the node's log
+    if "RCUTILS_COLORIZED_OUTPUT" not in os.environ:
+        assert kw["additional_env"] == {"RCUTILS_COLORIZED_OUTPUT": "0"}
+    assert float(kw["sigterm_timeout"]) >= 20  # time to cancel, save the map and exit before SIGTERM
 
 
 def test_launch_file_with_shim_bag_and_overrides(shimmed):
-    _, actions = _run_setup(shimmed, bag="/data/drive", model="/m/g3r.pt", device="cpu", namespace="car1")
+    _, actions = _run_setup(shimmed, bag="/data/drive", model="/m/g3r.pt", device="cpu", namespace="car1",
+                            player="ros2bag")
     node, play = actions
     assert node.kwargs["namespace"] == "car1"
     assert node.kwargs["parameters"][1] == {"use_sim_time": True, "reconstruction.model": "/m/g3r.pt",
@@ -125,8 +131,20 @@ def test_launch_file_with_shim_bag_and_overrides(shimmed):
     assert actions[0].kwargs["parameters"][1]["use_sim_time"] is False
 
 
+def test_launch_file_with_shim_plays_with_g3r_where_rosbag2_is_missing(shimmed, monkeypatch):
+    _, (_, play) = _run_setup(shimmed, bag="/data/drive", player="g3r")
+    cmd = play.kwargs["cmd"]
+    assert cmd[:5] == [sys.executable, "-m", "g3r_ros", "play", "/data/drive"] and "--clock" in cmd
+    assert "--wait-for-subscribers" in cmd  # g3r play waits for the node (not for topics nobody subscribes)
+    monkeypatch.setattr(shimmed, "_rosbag2_available", lambda: False)
+    assert _run_setup(shimmed, bag="/data/drive")[1][1].kwargs["cmd"] == cmd  # auto: no rosbag2 here
+    monkeypatch.setattr(shimmed, "_rosbag2_available", lambda: True)
+    assert _run_setup(shimmed, bag="/data/drive")[1][1].kwargs["cmd"][:3] == ["ros2", "bag", "play"]
+
+
 @pytest.mark.parametrize("given,match", [({"device": "tpu"}, "device must be"),
-                                         ({"use_sim_time": "yes"}, "true or false")])
+                                         ({"use_sim_time": "yes"}, "true or false"),
+                                         ({"bag": "/b", "player": "vlc"}, "player must be one of")])
 def test_launch_file_with_shim_rejects_bad_arguments(shimmed, given, match):
     with pytest.raises(ValueError, match=match):
         _run_setup(shimmed, **given)
@@ -143,4 +161,4 @@ def test_launch_file_with_real_launch_ros():
     desc = mod.generate_launch_description()
     assert isinstance(desc, LaunchDescription)
     names = {e.name for e in desc.entities if isinstance(e, DeclareLaunchArgument)}
-    assert names == {"params_file", "model", "device", "use_sim_time", "bag", "namespace"}
+    assert names == {"params_file", "model", "device", "use_sim_time", "bag", "player", "namespace"}

@@ -23,13 +23,11 @@ from g3r_ros.messages import (
     decode_marker_array,
     decode_pointcloud2,
     decode_tf_message,
-    distort_normalized,
     pointcloud_xyz,
     sec_to_stamp_fields,
     stamp_to_sec,
-    undistort_image,
-    undistort_points,
 )
+from g3r_ros.undistort import distort_normalized, undistort_image, undistort_points
 
 TS = get_typestore(Stores.ROS2_KILTED)
 RB = TS.types

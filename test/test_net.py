@@ -6,17 +6,14 @@ import pytest
 import torch
 
 from g3r_ros.config import config_path, load_config
+from g3r_ros.gaussians import COMPONENT_KINDS as COMPONENTS
 from g3r_ros.net import (
-    COMPONENTS,
     G3RNet,
     G3RNetSet,
     NetConfig,
     NetSetConfig,
     load_net_config,
-    load_netset,
     normalize_gradient,
-    save_netset,
-    sphere_voxel_size,
     step_embedding,
 )
 
@@ -193,7 +190,6 @@ def test_voxel_size_override_changes_voxelization():
         a = net(pts * 100, state, grad, 0, 4)
         b = net(pts * 100, state, grad, 0, 4, voxel_size=40.0)
     assert float((a - b).abs().max()) > 1e-5
-    assert sphere_voxel_size(400.0, 24, 256, -15.0, 30.0) == pytest.approx(19.63, abs=0.01)
 
 
 def test_normalize_gradient():
@@ -243,34 +239,12 @@ def test_netset_components_size_and_config():
         from_dict(NetSetConfig, {"background": {"voxelsize": 0.3}})
 
 
-def test_checkpoint_roundtrip_and_errors(tmp_path):
-    torch.manual_seed(10)
-    cfg = NetSetConfig(background=NetConfig(**TINY), actor=NetConfig(**TINY), distant=NetConfig(**TINY))
-    ns = G3RNetSet(cfg)
-    for p in ns.parameters():
-        p.data.normal_(0, 0.1)
-    path = save_netset(ns, tmp_path / "m" / "net.pt", extra={"iters": 3})
-    assert path.stat().st_size < 30e6
-    assert [p.name for p in path.parent.iterdir()] == ["net.pt"]  # no temp file left
-    loaded, extra = load_netset(path, config=cfg)
-    assert extra == {"iters": 3}
-    pts, state, grad = scene(100)
-    for comp in COMPONENTS:
-        torch.testing.assert_close(loaded[comp](pts, state, grad, 1, 4), ns[comp](pts, state, grad, 1, 4))
-    with pytest.raises(FileNotFoundError):
-        load_netset(tmp_path / "missing.pt")
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match="not a readable"):
-        load_netset(bad)
-    other = NetSetConfig(background=NetConfig(channels=(4, 8), time_embed_dim=8, point_channels=4, head_channels=8),
-                         actor=NetConfig(**TINY), distant=NetConfig(**TINY))
-    with pytest.raises(ValueError, match="mismatch"):
-        load_netset(path, config=other)
+def test_default_model_saves_under_30_mb(tmp_path):
+    """The default networks (all three, with the decoders) in the one model file format."""
+    from g3r_ros.model import G3RModel, save_model
 
-
-def test_default_network_saves_under_30_mb(tmp_path):
-    path = save_netset(G3RNetSet(), tmp_path / "default.pt")
+    path = tmp_path / "default.pt"
+    save_model(G3RModel(NetSetConfig()), path)
     assert path.stat().st_size < 30e6
 
 

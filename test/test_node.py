@@ -1,6 +1,6 @@
 """reconstruct_node in its own process, fed by ``g3r play`` in another, probed from this one.
 
-The node runs with a test double in place of G3R (``LidarColourStandIn``, below: one
+The node runs with a test double in place of G3R (``toy_drive.LidarColourStandIn``: one
 Gaussian per LiDAR point, coloured from the images). It is not the product path; it lets
 these tests check the adapter in seconds: windows → map on ``~/gaussian_map``, novel views
 for requested poses (pose convention, TF frames, the request's stamp), offset views,
@@ -20,130 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from ros_domains import claim_domain_id
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
 
-from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform
-from g3r_ros.render.types import GaussianParams
+from toy_drive import FRAMES, T0, WALL_X, H, K, LidarColourStandIn, T_map_base, W, wall_points, write_drive_bag
 
-DOMAIN_ID = 72  # unique per ROS test module
+from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform
+
+DOMAIN_ID = claim_domain_id()  # held by this process only
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
 NODE = "/reconstruct_node"
-
-# The drive: 1 camera (64x48) + LiDAR at 10 Hz, ego along +x at 1 m/s, a textured wall at x = 10 m.
-FRAMES, RATE, SPEED = 36, 10.0, 1.0
-T0 = 1000.0
-W, H = 64, 48
-K = np.array([[40.0, 0.0, 32.0], [0.0, 40.0, 24.0], [0.0, 0.0, 1.0]])
-T_BASE_CAM = make_transform(R_BODY_OPTICAL, [0.0, 0.0, 1.5])
-T_BASE_LIDAR = make_transform(None, [0.0, 0.0, 2.0])
-WALL_X = 10.0
-
-
-def wall_points() -> np.ndarray:
-    y, z = np.meshgrid(np.arange(-6.0, 6.01, 0.3), np.arange(0.0, 4.01, 0.3))
-    return np.stack([np.full(y.size, WALL_X), y.ravel(), z.ravel()], axis=1)
-
-
-def T_map_base(t: float) -> np.ndarray:
-    return make_transform(None, [SPEED * (t - T0), 0.0, 0.0])
-
-
-# ---------------------------------------------------------------------------------------
-# The test double (imported by the node process through reconstruction.implementation)
-# ---------------------------------------------------------------------------------------
-class _StandInOutput:
-    def __init__(self, params: GaussianParams, metrics: dict):
-        self._params, self.metrics = params, metrics
-
-    def params_at(self, stamp):
-        return self._params
-
-
-class LidarColourStandIn:
-    """TEST DOUBLE, not G3R: one isotropic Gaussian (sigma 0.25 m, opacity 0.95) per window LiDAR
-    point, coloured from the first source keyframe that sees it (grey if none)."""
-
-    def __init__(self, config=None):
-        self.config = config
-
-    def __call__(self, window, cancel):
-        t0 = time.perf_counter()
-        pts = np.asarray(window.points, dtype=np.float64)
-        rgb = np.full((len(pts), 3), 0.5)
-        todo = np.ones(len(pts), bool)
-        for kf in window.source_keyframes:
-            if cancel.is_set():
-                raise RuntimeError("cancelled")
-            uv, z = kf.camera.project(pts)
-            u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-            ok = todo & (z > 0.1) & (u >= 0) & (v >= 0) & (u < kf.camera.width) & (v < kf.camera.height)
-            rgb[ok] = kf.image[v[ok], u[ok]] / 255.0
-            todo &= ~ok
-        n = len(pts)
-        params = GaussianParams(
-            means=torch.as_tensor(pts, dtype=torch.float32),
-            quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
-            log_scales=torch.full((n, 3), float(np.log(0.25))),
-            opacity_logits=torch.full((n,), 3.0),
-            rgb=torch.as_tensor(rgb, dtype=torch.float32))
-        return _StandInOutput(params, {"time_s": time.perf_counter() - t0, "device": "cpu", "gaussians": n})
-
-
-def make_stand_in(config):
-    return LidarColourStandIn(config)
-
-
-# ---------------------------------------------------------------------------------------
-# Fixtures: a bag with good windows and bad input on the wire
-# ---------------------------------------------------------------------------------------
-def _camera_image(i: int) -> np.ndarray:
-    u = np.linspace(0, 255, W)[None, :, None]
-    v = np.linspace(0, 255, H)[:, None, None]
-    img = np.concatenate([np.broadcast_to(u, (H, W, 1)), np.broadcast_to(v, (H, W, 1)),
-                          np.full((H, W, 1), 40.0 + i)], axis=2)
-    return img.astype(np.uint8)
-
-
-def write_drive_bag(path: Path) -> dict:
-    """36 frames: windows of ~1 s; bad input (one of each kind) inside the second window."""
-    from g3r_ros.bag import DriveBagWriter, make_image, make_pointcloud
-
-    wall = wall_points()
-    bad = {}
-    with DriveBagWriter(path) as w:
-        w.write_tf(T0, [("base_link", "cam", T_BASE_CAM), ("base_link", "lidar", T_BASE_LIDAR)], static=True)
-        for i in range(FRAMES):
-            t = T0 + i / RATE
-            w.write_tf(t, [("map", "base_link", T_map_base(t))])
-            w.write_camera_info("/cam/camera_info", t, "cam", K, W, H)
-            w.write_image("/cam/image_raw", t, "cam", _camera_image(i))
-            T_lidar_map = invert_transform(T_map_base(t) @ T_BASE_LIDAR)
-            w.write_pointcloud("/lidar/points", t, "lidar", (wall @ T_lidar_map[:3, :3].T + T_lidar_map[:3, 3]))
-            if i == 14:  # ---- bad input on the wire, all in window 2 ----
-                trunc = make_image(t + 0.01, "cam", _camera_image(i))
-                trunc.data = trunc.data[: len(trunc.data) // 2].copy()            # truncated image
-                w.write_raw("/cam/image_raw", "sensor_msgs/msg/Image", t + 0.01, trunc)
-                wrong = make_image(t + 0.02, "cam", _camera_image(i))
-                wrong.encoding = "yuv422"                                         # unknown encoding
-                w.write_raw("/cam/image_raw", "sensor_msgs/msg/Image", t + 0.02, wrong)
-                w.write_serialized("/cam/image_raw", "sensor_msgs/msg/Image", t + 0.03, b"\x00\x01\x00\x00garbage")
-                nan_cloud = make_pointcloud(t + 0.04, "lidar", np.zeros((50, 3), np.float32))
-                nan_cloud.data = np.full(50 * 3, np.nan, "<f4").view(np.uint8).copy()  # NaN cloud
-                nan_cloud.is_dense = False
-                w.write_raw("/lidar/points", "sensor_msgs/msg/PointCloud2", t + 0.04, nan_cloud)
-                # a camera whose CameraInfo never arrives
-                w.write_image("/cam2/image_raw", t + 0.05, "cam", _camera_image(i))
-                # TF gap: a frame with no transform at all
-                w.write_image("/cam/image_raw", t + 0.06, "cam_without_tf", _camera_image(i))
-                # out of order: arrives now, stamped in the first window (closed already)
-                w.write_raw("/cam/image_raw", "sensor_msgs/msg/Image", t + 0.07,
-                            make_image(t - 1.0, "cam", _camera_image(i)))
-                bad = {"decode": 2, "deserialize": 1, "camera_info": 1, "tf": 1, "out_of_order": 1}
-    return bad
 
 
 def ros_env() -> dict:
@@ -159,8 +48,8 @@ def node_params(tmp: Path, **overrides) -> dict:
         "qos.sensor": "reliable", "qos.depth": 50,
         "window.seconds": 0.95, "window.keyframe_seconds": 0.0, "window.held_out_every": 0,
         "window.voxel_size": 0.1, "window.min_range": 1.0, "window.max_range": 60.0,
-        "window.tf_wait_s": 0.3,
-        "reconstruction.implementation": "test_node:make_stand_in", "reconstruction.device": "cpu",
+        "window.tf_wait_s": 0.3, "window.flush_on_idle_s": 0.0,  # the tail waits for ~/reconstruct (tested)
+        "reconstruction.implementation": "toy_drive:make_stand_in", "reconstruction.device": "cpu",
         "reconstruction.threads": 1,
         "novel_view.lateral_offsets": [-1.0, 1.0], "novel_view.max_per_window": 4,
         "output_dir": str(tmp / "out"), "status_period": 0.2, "save_on_shutdown": True,
@@ -180,9 +69,9 @@ class Probe:
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain_id)
-        self.node = rclpy.create_node("node_test_probe", context=self.ctx)
+        self.node = rclpy.create_node(f"node_test_probe_{domain_id}", context=self.ctx)
         self.lock = threading.RLock()
-        self.maps, self.views, self.infos, self.status = [], [], [], []
+        self.maps, self.views, self.infos, self.status, self.rosout = [], [], [], [], []
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         n = self.node
@@ -192,6 +81,11 @@ class Probe:
                               QoSProfile(depth=100))
         n.create_subscription(DiagnosticArray, f"{NODE}/status", self._add(self.status), QoSProfile(depth=10))
         from geometry_msgs.msg import PoseStamped
+        from rcl_interfaces.msg import Log
+
+        n.create_subscription(Log, "/rosout", self._add(self.rosout),
+                              QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
         self.pose_pub = n.create_publisher(PoseStamped, f"{NODE}/render_pose", QoSProfile(depth=10))
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -237,6 +131,14 @@ class Probe:
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert future.done(), f"service {name} did not answer"
+        return future.result()
+
+    def call(self, future, timeout: float = 20.0):
+        """The result of a service future resolved by the spinning thread."""
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert future.done(), "no answer from the node"
         return future.result()
 
     def close(self):
@@ -416,6 +318,7 @@ def test_reconstruct_service_and_sigint_saves_last_map(session):
     session["exit"] = (code, out, err)
     assert code == 0, err[-3000:]
     assert "saved the last map to" in out
+    assert "SIGINT: shutting down" in out + err and "Failed to publish log message to rosout" not in out + err
     saved = Path(out.split("saved the last map to")[-1].strip().splitlines()[0])
     assert saved.is_file() and saved.name.endswith("_shutdown.ply")
 
@@ -433,6 +336,116 @@ def test_invalid_parameters_are_rejected_at_startup(tmp_path, override, message)
                        cwd=tmp_path, env=ros_env(), capture_output=True, text=True, timeout=90, check=False)
     assert r.returncode != 0
     assert message in r.stderr, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# ROS-native behaviour: idle flush, /rosout, parameter services, SIGTERM (a second node process)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_drive(tmp_path_factory):
+    """A 1.2-s bag (shorter than the 10-s windows) played into a node with window.flush_on_idle_s;
+    output_dir is relative (resolved against the node's working directory)."""
+    from g3r_ros.ros.params import write_params_file
+
+    tmp = tmp_path_factory.mktemp("short")
+    write_drive_bag(tmp / "drive", frames=12, bad_input=False)
+    values = node_params(tmp, **{"cameras": ["/cam/image_raw"], "window.seconds": 10.0,
+                                 "window.flush_on_idle_s": 1.0, "novel_view.lateral_offsets": [],
+                                 "output_dir": "maps"})
+    params = write_params_file(tmp / "params.yaml", values)
+    domain = claim_domain_id()
+    env = dict(ros_env(), ROS_DOMAIN_ID=str(domain))
+    probe = Probe(domain)
+    node = subprocess.Popen([sys.executable, "-m", "g3r_ros.ros.node", "--ros-args", "--params-file", str(params)],
+                            cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    info = {"tmp": tmp, "probe": probe, "node": node}
+    try:
+        probe.wait(lambda: probe.status or node.poll() is not None, 60, "the node's first ~/status")
+        assert node.poll() is None, node.communicate()[1][-3000:]
+        player = subprocess.run([sys.executable, "-m", "g3r_ros", "play", str(tmp / "drive"),
+                                 "--wait-for-subscribers", "30"], cwd=tmp, env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert player.returncode == 0, player.stderr[-3000:]
+        yield info
+    finally:
+        if "exit" not in info:
+            info["exit"] = _stop(node)
+        probe.close()
+
+
+def test_flush_on_idle_reconstructs_a_short_bag_without_a_service_call(short_drive):
+    probe = short_drive["probe"]
+    probe.wait(lambda: probe.maps, 60, "the map of the partial window (idle flush)")
+    recon = probe.latest_status()["g3r_ros: reconstruction"]
+    assert recon["last_window"] == f"w000_t{T0:.2f}"  # named by index and start stamp, not after the node
+    window = probe.latest_status()["g3r_ros: window"]
+    assert int(window["windows_built"]) == 1
+
+
+def test_core_log_lines_reach_rosout(short_drive):
+    probe = short_drive["probe"]
+
+    def core_lines():
+        return [m for m in probe.rosout if m.name.startswith("reconstruct_node")
+                and "map 1 from window w000_t" in m.msg]
+
+    probe.wait(core_lines, 30, "the session's 'map 1' log line on /rosout")
+    with probe.lock:
+        line = core_lines()[0]
+        names = {m.name for m in probe.rosout if m.name.startswith("reconstruct_node")}
+    assert line.name == "reconstruct_node.streaming" and line.level == 20  # INFO, from g3r_ros.streaming
+    assert "reconstruct_node.window_builder" in names  # "window w000_t...: 12 keyframes ..."
+
+
+def test_bad_parameter_sets_are_refused_with_a_reason(short_drive):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    probe = short_drive["probe"]
+    client = AsyncParameterClient(probe.node, "reconstruct_node")
+    assert client.wait_for_services(timeout_sec=20)
+
+    def set_one(name, value, type_=None):
+        param = Parameter(name, type_, value) if type_ is not None else Parameter(name, value=value)
+        return probe.call(client.set_parameters([param])).results[0]
+
+    refused = {
+        ("window.seconds", -5.0): "out of range",                           # the declared range
+        ("reconstruction.turbo", "hello"): "Wrong parameter type",          # the declared type
+        ("window.voxel_size", 0.3): "read-only",                            # fixed at startup
+        ("window.held_out_every", 1): "0 (none) or >= 2",                   # the node's own rule
+        ("reconstruction.steps", 6): "cannot change",                       # this reconstructor cannot
+    }
+    for (name, value), reason in refused.items():
+        r = set_one(name, value)
+        assert not r.successful and reason in r.reason, (name, value, r.reason)
+    r = set_one("window.seconds", 5)  # an int for a double is accepted as 5.0
+    assert r.successful, r.reason
+    r = set_one("novel_view.lateral_offsets", [], Parameter.Type.DOUBLE_ARRAY)
+    assert r.successful, r.reason
+    values = probe.call(client.get_parameters(["window.seconds", "window.held_out_every"])).values
+    assert values[0].double_value == 5.0 and values[1].integer_value == 0  # the refused value did not land
+    described = probe.call(client.describe_parameters(["window.seconds", "window.voxel_size"])).descriptors
+    assert not described[0].read_only and described[0].floating_point_range[0].to_value == 3600.0
+    assert "window closes" in described[0].description and described[1].read_only
+
+
+def test_sigterm_saves_the_map_and_exits_0(short_drive):
+    probe = short_drive["probe"]
+    probe.wait(lambda: probe.maps, 60, "a map")
+    code, out, err = short_drive["exit"] = _stop(short_drive["node"], signal.SIGTERM)
+    assert code == 0, err[-3000:]
+    maps = (short_drive["tmp"] / "maps").resolve()
+    saved = Path(out.split("saved the last map to")[-1].strip().splitlines()[0])
+    assert saved == maps / "map_0001_shutdown.ply" and saved.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others (0644 with the usual umask)
+    log = out + err
+    assert f"maps saved to {maps}" in log  # output_dir resolved once, logged absolute
+    assert "SIGTERM: shutting down" in log
+    assert "Failed to publish log message to rosout" not in log
+    assert "\x1b[" not in log  # no colour codes when the output is not a terminal
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,10 +484,11 @@ def test_end_to_end_g3r_on_synthetic_drive(tmp_path):
               "reconstruction.model": str(model),
               "output_dir": str(tmp_path / "out"), "status_period": 0.5}
     params = write_params_file(tmp_path / "params.yaml", values)
-    env = dict(ros_env(), ROS_DOMAIN_ID=str(DOMAIN_ID + 1))  # apart from the module's session
+    domain = claim_domain_id()  # apart from the module's session
+    env = dict(ros_env(), ROS_DOMAIN_ID=str(domain))
     node = subprocess.Popen([sys.executable, "-m", "g3r_ros.ros.node", "--ros-args", "--params-file", str(params)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    probe = Probe(DOMAIN_ID + 1)
+    probe = Probe(domain)
     try:
         probe.wait(lambda: probe.status or node.poll() is not None, 120, "the node's first ~/status")
         assert node.poll() is None, node.communicate()[1][-3000:]
@@ -520,7 +534,7 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
     from g3r_ros.ros.node import ReconstructNode
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID + 2)
+    rclpy.init(context=ctx, domain_id=claim_domain_id())
     stand_in = LidarColourStandIn()
     values = node_params(tmp_path, image_transport="compressed", **{"window.keyframe_seconds": 0.45})
     overrides = [Parameter(k, value=v) for k, v in values.items()]
@@ -532,7 +546,7 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
         assert "/cam/image_raw" not in subs
         assert subs["/lidar/points"] == "PointCloud2" and subs["/tf_static"] == "TFMessage"
         assert node.reconstructor is stand_in
-        assert node.window_config.camera_topics == ["/cam/image_raw/compressed", "/cam2/image_raw/compressed"]
+        assert node.session.config.window.camera_topics == ["/cam/image_raw/compressed", "/cam2/image_raw/compressed"]
         # load shedding: at 10 Hz with keyframes >= 0.45 s apart, only every 5th image is queued
         from rclpy.serialization import serialize_message
         from sensor_msgs.msg import CompressedImage
@@ -541,9 +555,8 @@ def test_compressed_transport_subscriptions_in_process(tmp_path):
 
         for k in range(11):
             raw = serialize_message(CompressedImage(header=make_header(T0 + 0.1 * k, "cam"), format="jpeg"))
-            node._on_raw(raw, "/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage", True)
-        assert node._image_shed == 8  # queued: 0.0, 0.5, 1.0
-        assert node.status_values()["g3r_ros: window"]["note:image_shed"] == 8
+            node.session.offer("/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage", raw)
+        assert node.status_values()["g3r_ros: window"]["note:image_shed"] == 8  # queued: 0.0, 0.5, 1.0
     finally:
         assert node.shutdown(timeout=5.0) is None  # no map yet: nothing saved
         node.destroy_node()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_domains import claim_domain_id
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
@@ -28,7 +29,7 @@ from g3r_ros.bag import DriveBagWriter, bag_topics, iter_bag_messages
 from g3r_ros.geometry import make_transform
 from g3r_ros.ros.player import message_class
 
-DOMAIN_ID = 71  # unique per ROS test module
+DOMAIN_ID = claim_domain_id()  # held by this process only
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -218,3 +219,46 @@ def test_large_data_profile_is_opt_out_and_respects_user_choice(tmp_path):
     assert apply_large_data_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
     assert apply_large_data_profile({"G3R_DDS_PROFILE": "0"}) is None
     assert apply_large_data_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
+
+
+class _FakeClock:
+    """Simulated time for BagPlayer.wait_for_subscribers: ``wait`` advances it instead of sleeping."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self) -> float:
+        return self.t
+
+    def wait(self, dt: float) -> bool:
+        self.t += dt
+        return False
+
+    def is_set(self) -> bool:
+        return False
+
+
+class _FakePublisher:
+    def __init__(self, clock, subscribed_at: float | None):
+        self.clock, self.subscribed_at = clock, subscribed_at
+
+    def get_subscription_count(self) -> int:
+        return int(self.subscribed_at is not None and self.clock.t >= self.subscribed_at)
+
+
+@pytest.mark.parametrize("subscribed_at,all_matched,waited", [
+    ({"/cam": 4.0, "/lidar": 4.0, "/synth/scene": None}, False, 4.0 + 1.0 + 1.0),  # nobody needs /synth/scene
+    ({"/cam": 4.0, "/lidar": 4.2}, True, 4.2 + 1.0),                                  # everything subscribed
+    ({"/cam": None, "/lidar": None}, False, 30.0),                                    # no subscriber: full wait
+])
+def test_wait_for_subscribers_does_not_wait_for_unneeded_topics(monkeypatch, subscribed_at, all_matched, waited):
+    """With a 30-s limit the player starts about 1 s after the last subscriber appeared, not after 30 s
+    (simulated clock: no real waiting, no timing in the test)."""
+    from g3r_ros.ros import player as player_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(player_mod.time, "perf_counter", clock.perf_counter)
+    player = player_mod.BagPlayer.__new__(player_mod.BagPlayer)
+    player.publishers = {t: _FakePublisher(clock, at) for t, at in subscribed_at.items()}
+    assert player.wait_for_subscribers(30.0, clock) is all_matched
+    assert clock.t == pytest.approx(waited, abs=0.11)  # within two 0.05-s polls

@@ -1,6 +1,6 @@
 """``g3r demo`` stage 4 (``g3r_ros.ros.demo.run_ros_demo``) on a tiny synthetic bag.
 
-The real path (node process, ``g3r play --clock``, probe, ``~/reconstruct``, ``~/render_pose``,
+The real path (node process, ``g3r play --clock``, probe, the idle flush, ``~/render_pose``,
 ``~/save_map``, SIGINT) with a tiny untrained G3R model, 2 steps and a small init budget, so
 it runs in well under a minute; the shipped-model quality is the slow test in test_node.py.
 """
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ros_domains import claim_domain_id
 
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not built (tools/build_tf2_msgs.sh)")
 
-DOMAIN_ID = 73  # unique per ROS test module
+DOMAIN_ID = claim_domain_id()  # held by this process only
 TINY_NET = {"channels": [8, 16], "time_embed_dim": 16, "point_channels": 8, "head_channels": 16}
 
 
@@ -76,7 +77,7 @@ def test_ros_demo_on_a_tiny_bag(tiny):
         assert Path(nv[key]).is_file()
     # a wrong pose convention, frame or intrinsics puts structure in the wrong place: no better than a flat image
     assert np.isfinite(nv["psnr_db"]) and nv["psnr_db"] > nv["psnr_mean_colour_db"] + 1.0, nv
-    assert {"node_start", "play", "reconstruct_request_to_map", "novel_view_request_to_image", "save_map",
+    assert {"node_start", "play", "play_end_to_map", "novel_view_request_to_image", "save_map",
             "total"} <= set(r["timings_s"])
 
 

@@ -2,7 +2,7 @@
 
 One process publishes, another subscribes and decodes with ``g3r_ros.messages``; this test
 checks what the subscriber decoded. Both run with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
-(no traffic off loopback), a random ROS_DOMAIN_ID and unique topic names, so concurrent
+(no traffic off loopback), a ROS_DOMAIN_ID held by this test process only and unique topic names, so concurrent
 runs on one machine cannot cross-talk. Every wait is bounded.
 """
 
@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_domains import claim_domain_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def _expected_cloud():
 def test_two_process_tf_and_pointcloud(tmp_path):
     script = tmp_path / "smoke_node.py"
     script.write_text(NODE_SCRIPT % {"n": N_POINTS, "stamp": STAMP, "trans": TRANSLATION, "yaw": YAW})
-    domain = random.Random(uuid.uuid4().int).randint(60, 99)
+    domain = claim_domain_id()
     prefix = f"/g3r_smoke_{uuid.uuid4().hex[:12]}"
     env = _env(domain)
     common = {"env": env, "cwd": str(tmp_path), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}

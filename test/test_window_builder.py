@@ -13,7 +13,7 @@ from g3r_ros import bag
 from g3r_ros.cli import main as cli_main
 from g3r_ros.config import config_path, from_dict, load_config
 from g3r_ros.geometry import R_BODY_OPTICAL, invert_transform, make_transform, transform_points
-from g3r_ros.window import SceneWindow
+from g3r_ros.knn import voxel_downsample
 from g3r_ros.window_builder import (
     WindowBuilder,
     WindowConfig,
@@ -21,8 +21,8 @@ from g3r_ros.window_builder import (
     detect_topics,
     points_in_box,
     range_filter,
-    voxel_downsample,
     window_from_bag,
+    window_name,
     windows_from_bag,
 )
 
@@ -213,7 +213,10 @@ def test_consecutive_windows_by_time_and_distance(toy_bags):
     assert [len(w.keyframes) for w in wins] == [6, 6]
     stamps = [k.stamp for w in wins for k in w.keyframes]
     np.testing.assert_allclose(stamps, [stamp(k) for k in range(N)], atol=1e-9)  # no overlap, no gap
-    assert wins[0].name != wins[1].name
+    # named by index and start stamp, prefixed with the bag's name
+    assert [w.name for w in wins] == [window_name(toy_bags["mcap"].name, i, w.keyframes[0].stamp)
+                                      for i, w in enumerate(wins)]
+    assert wins[1].name == f"{toy_bags['mcap'].name}_w001_t{wins[1].keyframes[0].stamp:.2f}"
     by_m = list(windows_from_bag(toy_bags["mcap"], toy_config(window_meters=1.0)))
     assert len(by_m) >= 2
     for w in by_m[:-1]:
@@ -221,8 +224,8 @@ def test_consecutive_windows_by_time_and_distance(toy_bags):
 
 
 def test_mcap_and_sqlite3_give_the_same_window(toy_bags):
-    a = SceneWindow.from_bag(toy_bags["mcap"], toy_config(held_out_every=4))
-    b = SceneWindow.from_bag(toy_bags["sqlite3"], toy_config(held_out_every=4))
+    a = window_from_bag(toy_bags["mcap"], toy_config(held_out_every=4))
+    b = window_from_bag(toy_bags["sqlite3"], toy_config(held_out_every=4))
     assert a.summary() | {"name": ""} == b.summary() | {"name": ""}
     np.testing.assert_array_equal(a.points, b.points)
     for ka, kb in zip(a.keyframes, b.keyframes):
@@ -342,13 +345,13 @@ def test_config_validation_and_yaml():
 def test_point_helpers():
     rng = np.random.default_rng(0)
     pts = rng.uniform(-5, 5, (2000, 3))
-    ds = voxel_downsample(pts, 1.0)
+    ds, _ = voxel_downsample(pts, 1.0)
     keys = {tuple(k) for k in np.floor(pts).astype(int)}
     assert len(ds) == len(keys)
     for key in list(keys)[:20]:  # centroid per voxel, by brute force
         sel = (np.floor(pts).astype(int) == key).all(axis=1)
         assert _nearest_dist(pts[sel].mean(0, keepdims=True), ds)[0] < 1e-5
-    assert voxel_downsample(np.zeros((0, 3)), 0.1).shape == (0, 3)
+    assert voxel_downsample(np.zeros((0, 3)), 0.1)[0].shape == (0, 3)
     r = np.linalg.norm(range_filter(pts, 2.0, 4.0), axis=1)
     assert r.min() >= 2.0 and r.max() <= 4.0
     mask, local = points_in_box(np.array([[1.0, 0.0, 0.0], [3.0, 0.0, 0.0]]), make_transform(_rot_z(0.5), [1, 0, 0]),

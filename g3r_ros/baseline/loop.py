@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..config import from_dict
 from ..geometry import CameraBatch
+from ..progress import progress_bar as tqdm
 from ..render.types import GaussianParams, RenderOutput
 from ..window import SceneWindow
 from .config import SH_C0, Baseline3DGSConfig

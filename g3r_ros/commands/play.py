@@ -17,7 +17,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--loop", action="store_true", help="replay until interrupted")
     parser.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="play only these topics")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
-                        help="wait up to S seconds until every topic has a subscriber")
+                        help="wait up to S seconds for subscribers: until every topic has one, or some have and "
+                        "no more appeared for 1 s (topics nobody subscribes are not waited for)")
     parser.add_argument("--delay", type=float, default=0.0, metavar="S", help="sleep S seconds before playing")
     parser.add_argument("--no-large-data", action="store_true",
                         help="keep Fast DDS's default 0.5 MB shared-memory segment (by default a 64 MB one is "

@@ -4,9 +4,11 @@
 ``config/reconstruct.yaml`` plus ``-p`` overrides), replays the bag with ``g3r play --clock``,
 and talks to the node from an rclpy probe in this process, exactly as any ROS client would:
 
-1. waits for the node's first ``~/status``, plays the bag, waits until the node has received
-   every camera and LiDAR message, then asks ``~/reconstruct`` to close the window (the window
-   length is set above the bag's span, so one window holds the whole drive);
+1. waits for the node's first ``~/status`` and plays the bag; the window length is set above
+   the bag's span, so one window holds the whole drive, and the node closes it by itself once
+   no input arrived for ``window.flush_on_idle_s`` (no service call); the keyframe to look at
+   comes from :func:`g3r_ros.streaming.preview_window`, the node's own window builder fed
+   from the bag in this process;
 2. waits for ``~/gaussian_map``; publishes on ``~/render_pose`` the camera optical-frame pose
    of a held-out keyframe moved 2 m sideways (``lane_shifted_camera``) and receives the view
    on ``~/novel_view/image``;
@@ -45,6 +47,7 @@ LANE_SHIFT_M = 2.0              # + = left (REP-103 +y), see lane_shifted_camera
 KEYFRAME_WIDTH = 160            # keyframes are scaled to at most this width (the model's training size)
 REQUEST_STAMP_OFFSET_S = 1e-3   # the request's stamp differs from the keyframe's: offset views use that one
 STATUS_PERIOD_S = 0.5
+IDLE_FLUSH_S = 3.0              # the bag is over when nothing arrived for this long
 
 
 class RosDemoError(RuntimeError):
@@ -254,7 +257,8 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
     from ..bag import bag_message_count, bag_topics
     from ..config import share_dir
     from ..synthetic import scene_from_bag
-    from .params import camera_info_topic, load_params_file, node_config_from_params
+    from ..window_builder import camera_info_topic
+    from .params import load_params_file, node_config_from_params
 
     t_start = time.monotonic()
     deadline = t_start + float(timeout_s)
@@ -278,7 +282,8 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
     overrides = {
         "output_dir": str(out),
         "reconstruction.model": str(model),
-        "window.seconds": round(span + 1.0, 3),  # never closes by itself: ~/reconstruct closes it at the end
+        "window.seconds": round(span + 1.0, 3),  # never full: the idle flush closes it once the bag is over
+        "window.flush_on_idle_s": IDLE_FLUSH_S,
         "window.image_scale": min(1.0, KEYFRAME_WIDTH / float(scene.config.width)),
         "qos.sensor": "reliable", "qos.depth": 50,  # a replay must not lose messages
         "status_period": STATUS_PERIOD_S,
@@ -327,11 +332,10 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
                                     stdin=subprocess.DEVNULL)
             probe = _Probe(domain)
 
-            # the window the node will build (same config, whole bag) and the pose to request
-            from ..window_builder import WindowConfig, window_from_bag
+            # the window the node will build (its session's builder, fed from the bag) and the pose to request
+            from ..streaming import preview_window
 
-            wcfg = WindowConfig(**{**cfg.window_config_dict(), "window_seconds": None, "window_meters": None})
-            window = window_from_bag(bag, wcfg)
+            window = preview_window(bag, cfg.stream_config())
             held_out = window.target_keyframes
             kf = held_out[len(held_out) // 2] if held_out else window.keyframes[len(window.keyframes) // 2]
             if not held_out:
@@ -374,7 +378,7 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
                                    f"{_tail(player_log_path)}")
             timings["play"] = time.monotonic() - t0
 
-            # ---- everything received and ingested → close the window ----
+            # ---- everything received and ingested; the node closes the window when the input stops ----
             def received_all() -> bool:
                 s = probe.latest_status().get("g3r_ros: input", {})
                 got = all(int(s.get(f"received:{t}", 0)) >= n for t, n in expected.items())
@@ -384,14 +388,10 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
             try:
                 wait(received_all, 60, "the node to receive and ingest every camera and LiDAR message")
             except TimeoutError:
-                LOG.warning("the node did not receive every message of the bag; reconstructing what it got")
+                LOG.warning("the node did not receive every message of the bag; its map covers what it got")
             inputs = probe.latest_status().get("g3r_ros: input", {})
             result["messages"] = {t: {"in_bag": n, "received": int(inputs.get(f"received:{t}", 0))}
                                   for t, n in expected.items()}
-            res = probe.call_trigger("reconstruct", left(30))
-            if not res.success:
-                raise RosDemoError(f"~/reconstruct refused: {res.message}")
-            LOG.info("~/reconstruct: %s", res.message)
 
             # ---- the map ----
             def map_or_failure() -> bool:
@@ -405,7 +405,7 @@ def run_ros_demo(bag, out_dir, model_path=None, timeout_s: float = 900, *, param
                 return False
 
             wait(map_or_failure, timeout_s, "~/gaussian_map")
-            timings["reconstruct_request_to_map"] = time.monotonic() - t0
+            timings["play_end_to_map"] = time.monotonic() - t0
             with probe.lock:
                 map_msg = probe.maps[-1]
             result["map_gaussians_received"] = int(map_msg.width) * int(map_msg.height)

@@ -81,8 +81,9 @@ ACK_TIMEOUT_S = 10.0  # see BagPlayer.wait_for_acks
 class PlayConfig:
     """rate: playback speed factor (> 0). clock: publish /clock at ``clock_hz`` with bag time.
     loop: replay forever (until stopped). topics: only these (None = all).
-    wait_for_subscribers: seconds to wait, before starting, until every played topic has a
-    subscriber (0 = do not wait). start_delay: extra seconds to sleep before the first message."""
+    wait_for_subscribers: seconds to wait at most, before starting, for subscribers (see
+    :meth:`BagPlayer.wait_for_subscribers`; 0 = do not wait). start_delay: extra seconds to sleep
+    before the first message."""
 
     rate: float = 1.0
     clock: bool = False
@@ -216,20 +217,30 @@ class BagPlayer:
                 stop.wait(min(0.1, wall_target - now))
 
     def wait_for_subscribers(self, timeout: float, stop: threading.Event) -> bool:
-        """Wait until every publisher has a subscriber (or ``timeout`` s); True when all matched.
+        """Wait (at most ``timeout`` s) until the subscribers are there; True when every topic has one.
 
-        Discovery is asymmetric: the publisher can count a subscriber before that subscriber has
-        matched the publisher, and a message sent in that gap is lost even on a reliable topic.
-        So once every topic has a subscriber, wait ``SUBSCRIBER_SETTLE_S`` more before playing."""
+        "There" means every topic has a subscriber, or some have and no further topic gained one
+        for ``SUBSCRIBER_SETTLE_S``: a node creates its subscriptions together, and topics that
+        nobody subscribes (a bag's ground-truth topic, say) are not waited for. Discovery is
+        asymmetric: the publisher can count a subscriber before that subscriber has matched the
+        publisher, and a message sent in that gap is lost even on a reliable topic. So once
+        subscribers are there, wait ``SUBSCRIBER_SETTLE_S`` more before playing."""
         deadline = time.perf_counter() + timeout
+        matched: set[str] = set()
+        changed = time.perf_counter()
         while time.perf_counter() < deadline and not stop.is_set():
-            if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
-                stop.wait(SUBSCRIBER_SETTLE_S)
-                return True
+            now = time.perf_counter()
+            current = {t for t, p in self.publishers.items() if p.get_subscription_count() > 0}
+            if current != matched:
+                matched, changed = current, now
+            if len(matched) == len(self.publishers) or (matched and now - changed >= SUBSCRIBER_SETTLE_S):
+                break
             stop.wait(0.05)
-        lonely = [t for t, p in self.publishers.items() if p.get_subscription_count() == 0]
+        if matched:
+            stop.wait(SUBSCRIBER_SETTLE_S)
+        lonely = sorted(set(self.publishers) - matched)
         if lonely:
-            LOG.warning("starting without subscribers on %s", lonely)
+            LOG.info("playing without subscribers on %s", lonely)
         return not lonely
 
     # -- main loop ------------------------------------------------------------------------

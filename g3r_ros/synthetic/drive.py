@@ -9,8 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
+from ..progress import progress_bar as tqdm
 from .bagout import write_frame, write_static
 from .config import SynthConfig
 from .lidar import lidar_scan
