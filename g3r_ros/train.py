@@ -1,12 +1,15 @@
 """Training G3R-Net across scenes, with novel-view supervision (DESIGN.md §1 "Training").
 
 One scene iteration:
-1. draw a window from the pool and initialize its Gaussians (cached per window);
-2. for t in 0..T-1: lift source-view gradients of the current state (no graph), apply the
-   network update h' = h + γ(t)·G_θ(h, ∇h, t), render h' into source AND held-out target
-   views, loss = MSE + λ_ssim·(1 − SSIM) + w_flat·flatness, backpropagate into θ and take an
-   Adam step (the network is updated at every step);
-3. h ← h' detached.
+1. draw a window (real with probability ``real_fraction``), cut a random sub-window from it
+   and initialize its Gaussians;
+2. lift the source-view gradients of the initial state;
+3. for t in 0..T-1: apply the network update h' = h + γ(t)·G_θ(h, ∇h, t), render h' into
+   source AND held-out target views, loss = MSE + λ_ssim·(1 − SSIM) + w_flat·flatness,
+   backpropagate into θ and take an Adam step (the network is updated at every step). The
+   same source renders give ∇h' for step t+1 (``autograd.grad`` of their L2 w.r.t. h'), so
+   the sources are rendered once per step, not twice;
+4. h ← h' detached.
 
 Backpropagation is truncated to one step: gradients do not flow from step t+1's loss into
 the network's output at step t. Full backprop through 24 steps would multiply activation
@@ -51,8 +54,8 @@ from .model import (
     save_model,
 )
 from .net import NetSetConfig
-from .real_split import RealSplit, range_window
 from .progress import progress_bar as tqdm
+from .real_split import RealSplit, range_window
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
 from .scene import NeuralScene
 from .subwindow import SubWindowConfig, sample_subwindow
@@ -223,28 +226,45 @@ def _frames_tag(frames) -> str:
 # One step of training (DDP wraps this module so gradients are averaged across ranks)
 # ---------------------------------------------------------------------------------------
 class TrainStep(nn.Module):
-    """Update the states with the network, render source+target views, return the loss."""
+    """One training step: update the states with the network, render source + target views,
+    return the loss — and the lifted source-view gradient of the updated states for the next
+    step, taken from the same renders (a separate lifting pass would render the sources again).
+    """
 
     def __init__(self, model: G3RModel, cfg: TrainConfig):
         super().__init__()
         self.model = model
         self.cfg = cfg
 
-    def forward(self, scene: NeuralScene, grads, step: int, total: int, gamma: float, chunks):
+    def forward(self, scene: NeuralScene, grads, step: int, total: int, gamma: float, src_chunks, tgt_chunks,
+                lift_next: bool = True):
+        """→ (loss, new_states, mse (detached), next_grads | None).
+
+        next_grads = ∂(Σ_src ‖I − render‖²)/∂h' for the new states h' — exactly what
+        :func:`~g3r_ros.reconstruct.lift_gradients` returns for h' — computed with
+        ``autograd.grad`` on the source renders (it does not touch the network's gradients)."""
         new_states = apply_update(self.model, scene, grads, step, total, gamma)
         new_scene = scene.with_states(new_states)
         mse_sum, ssim_sum, n_views = 0.0, 0.0, 0
-        for chunk in chunks:
+        l2_src = None
+        for chunk in [*src_chunks, *tgt_chunks]:
             params = new_scene.params_at(self.model.decoders, chunk.stamp)
             out = render_chunk(params, chunk)
             c = chunk.images.shape[0]
-            mse_sum = mse_sum + (out.rgb - chunk.images).square().mean() * c
+            sq = (out.rgb - chunk.images).square()
+            mse_sum = mse_sum + sq.mean() * c
             ssim_sum = ssim_sum + ssim(out.rgb.clamp(0, 1), chunk.images).sum()  # (C,) per view
             n_views += c
+            if lift_next and any(chunk is x for x in src_chunks):
+                l2_src = sq.sum() if l2_src is None else l2_src + sq.sum()
         flat = flatness_loss(torch.cat([s[:, LOG_SCALE] for s in new_states]), self.cfg.flatness_eps)
         mse = mse_sum / n_views
         loss = mse + self.cfg.lambda_ssim * (1.0 - ssim_sum / n_views) + self.cfg.flatness_weight * flat
-        return loss, new_states, mse.detach()
+        next_grads = None
+        if lift_next and l2_src is not None:
+            parts = torch.autograd.grad(l2_src, new_states, retain_graph=True, allow_unused=True)
+            next_grads = [torch.zeros_like(s) if g is None else g.detach() for s, g in zip(new_states, parts)]
+        return loss, new_states, mse.detach(), next_grads
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,7 +388,10 @@ class Trainer:
         return scene.to(self.device)
 
     # -- one scene iteration ----------------------------------------------------------------
-    def train_iteration(self, iteration: int) -> dict:
+    def train_iteration(self, iteration: int, reuse_renders: bool = True) -> dict:
+        """One scene iteration (see the module doc). reuse_renders=False lifts the gradient of
+        every step with a separate rendering pass (the earlier trainer; ``g3r bench train``
+        measures it side by side)."""
         rng = np.random.default_rng([self.cfg.seed, iteration, self.rank])
         t0 = time.perf_counter()
         window, real, idx = self.draw_window(rng)
@@ -382,14 +405,17 @@ class Trainer:
         total = steps_at(self.cfg, iteration)
         src = make_chunks(window.source_keyframes, chunk_size=self.cfg.view_chunk, per_stamp=scene.has_actors,
                           device=self.device)
-        all_views = make_chunks(window.keyframes, chunk_size=self.cfg.view_chunk, per_stamp=scene.has_actors,
-                                device=self.device)
+        tgt = make_chunks(window.target_keyframes, chunk_size=self.cfg.view_chunk, per_stamp=scene.has_actors,
+                          device=self.device)
         self.model.train()
         losses, mses = [], []
+        grads = lift_gradients(self.model, scene, src).grads  # later steps reuse the training renders
         for t in range(total):
-            lifted = lift_gradients(self.model, scene, src)
             gamma = step_size(t, total, self.cfg.gamma_max, self.cfg.gamma_min)
-            loss, new_states, mse = self.step_module(scene, lifted.grads, t, total, gamma, all_views)
+            if not reuse_renders and t > 0:
+                grads = lift_gradients(self.model, scene, src).grads
+            loss, new_states, mse, grads = self.step_module(scene, grads, t, total, gamma, src, tgt,
+                                                            lift_next=reuse_renders and t + 1 < total)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip > 0:

@@ -113,3 +113,29 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path, cache):
     assert any(not torch.equal(r0[k], init[k]) for k in r0), "training did not change the weights"
     saved = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")[0].state_dict()
     assert all(torch.equal(saved[k], r0[k]) for k in r0)
+
+
+def test_step_reuses_its_renders_for_the_next_lifted_gradient(tmp_path, cache):
+    """The gradient a training step hands to the next step equals a separate lifting pass on the
+    updated states (the trainer renders the source views once per step, not twice)."""
+    from g3r_ros.initialization import init_scene
+    from g3r_ros.reconstruct import lift_gradients, step_size
+    from g3r_ros.train import Trainer
+    from g3r_ros.views import make_chunks
+
+    cfg = load_train_config(tiny_config(tmp_path, cache))
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.load_data()
+    w = tr.synth_windows[0]
+    torch.manual_seed(0)
+    scene = init_scene(w, tr.init_cfg)
+    src = make_chunks(w.source_keyframes, chunk_size=4, per_stamp=scene.has_actors)
+    tgt = make_chunks(w.target_keyframes, chunk_size=4, per_stamp=scene.has_actors)
+    g0 = lift_gradients(tr.model, scene, src).grads
+    loss, new_states, _, g1 = tr.step_module(scene, g0, 0, 3, step_size(0, 3, 1.0, 0.1), src, tgt)
+    assert loss.requires_grad and g1 is not None
+    ref = lift_gradients(tr.model, scene.with_states([s.detach() for s in new_states]), src).grads
+    for a, b in zip(g1, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+    *_, none = tr.step_module(scene, g0, 2, 3, 0.1, src, tgt, lift_next=False)
+    assert none is None

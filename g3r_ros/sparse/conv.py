@@ -21,6 +21,7 @@ the slice is ``W[k] = weight.flatten(2)[:, :, k].T``; for ``conv_transpose3d`` w
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -29,7 +30,6 @@ from torch.autograd.function import once_differentiable
 
 from .kernel_map import KernelMap
 from .tensor import SparseTensor
-
 
 # Rows of a gathered (rows, K*C) block per chunk: bounds the temporary to ~32 MB (float32).
 GATHER_BUDGET = 8_000_000
@@ -95,6 +95,66 @@ class _SparseConvFunction(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
+class _ScatterConvFunction(torch.autograd.Function):
+    """The earlier algorithm, kept as the measured baseline of ``g3r bench train``: per kernel
+    offset gather → matmul → ``index_add_`` (forward and input gradient)."""
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        ctx.kmap = kmap
+        ctx.save_for_backward(feats, weight)
+        if kmap.center is not None:
+            out = feats @ weight[kmap.center]
+        else:
+            out = feats.new_zeros((kmap.num_out, weight.shape[2]))
+        for k, out_idx, in_idx in kmap.pairs:
+            out.index_add_(0, out_idx, feats.index_select(0, in_idx) @ weight[k])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        feats, weight = ctx.saved_tensors
+        kmap: KernelMap = ctx.kmap
+        grad_out = grad_out.contiguous()
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = grad_w = None
+        if need_x:
+            if kmap.center is not None:
+                grad_x = grad_out @ weight[kmap.center].t()
+            else:
+                grad_x = feats.new_zeros(feats.shape)
+        if need_w:
+            grad_w = torch.zeros_like(weight)
+            if kmap.center is not None:
+                torch.mm(feats.t(), grad_out, out=grad_w[kmap.center])
+        for k, out_idx, in_idx in kmap.pairs:
+            g = grad_out.index_select(0, out_idx)
+            if need_x:
+                grad_x.index_add_(0, in_idx, g @ weight[k].t())
+            if need_w:
+                torch.mm(feats.index_select(0, in_idx).t(), g, out=grad_w[k])
+        return grad_x, grad_w, None
+
+
+_ALGORITHMS = {"table": _SparseConvFunction, "scatter": _ScatterConvFunction}
+_algorithm = ["table"]
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str):
+    """Run the enclosed sparse convolutions with another algorithm ("table", the default, or
+    "scatter", the earlier one) — for side-by-side benchmarks."""
+    if name not in _ALGORITHMS:
+        raise ValueError(f"unknown sparse conv algorithm {name!r}; expected one of {sorted(_ALGORITHMS)}")
+    previous = _algorithm[0]
+    _algorithm[0] = name
+    try:
+        yield
+    finally:
+        _algorithm[0] = previous
+
+
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Apply a kernel map. feats: (num_in, C_in); weight: (K, C_in, C_out) -> (num_out, C_out)."""
     if feats.ndim != 2 or feats.shape[0] != kmap.num_in:
@@ -103,7 +163,7 @@ def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> t
         raise ValueError(f"weight must be ({kmap.kernel_volume}, {feats.shape[1]}, C_out), got {tuple(weight.shape)}")
     if weight.dtype != feats.dtype or weight.device != feats.device:
         raise ValueError(f"feats ({feats.dtype}, {feats.device}) and weight ({weight.dtype}, {weight.device}) differ")
-    return _SparseConvFunction.apply(feats.contiguous(), weight, kmap)
+    return _ALGORITHMS[_algorithm[0]].apply(feats.contiguous(), weight, kmap)
 
 
 def sparse_conv_reference(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
