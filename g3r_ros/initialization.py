@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from .progress import progress_bar as tqdm
 
 from .blind_spots import BlindSpotConfig, blind_spot_points
 from .gaussians import LATENT_CHANNELS
 from .geometry import invert_transform, quat_multiply_torch, rotmat_to_quat, transform_points
 from .knn import downsample_to_budget, knn_distance, surface_normals
 from .pixels import sample_bilinear
+from .progress import progress_bar as tqdm
 from .scene import Component, NeuralScene
 from .window import ActorTrack, SceneWindow
 

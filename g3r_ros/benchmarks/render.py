@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reference", action="store_true", help="time the torch backend only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per-subprocess timeout")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cpu: torch backend vs gsplat's pure-torch reference (subprocesses); cuda: the torch "
+                             "backend vs gsplat's CUDA kernels on the GPU, in this process")
 
 
 def parse_case(name: str) -> tuple[int, int, int]:
@@ -349,9 +352,79 @@ def _run_worker(pipeline, case, repeats, seed, image_out, timeout_s) -> dict:
     return res
 
 
+def _time_cuda(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` on the GPU (CUDA events; one warm-up)."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0)
+    return statistics.median(times)
+
+
+def run_cuda(args) -> dict:
+    """--device cuda: both renderer backends on the GPU, same scenes; ratio gsplat / torch."""
+    import torch
+
+    from ..render import render
+    from ..render.gsplat_backend import gsplat_cuda_available
+
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available")
+    backends = ["torch"] + (["gsplat"] if gsplat_cuda_available() else [])
+    report = {"benchmark": "g3r bench render", "device": "cuda", "gpu": torch.cuda.get_device_name(0),
+              "torch": torch.__version__, "backends": backends,
+              "gsplat": "available" if "gsplat" in backends else "not available (not installed or its CUDA "
+                                                                  "extension did not build)",
+              "timing": "median over repeats after 1 warm-up (CUDA events); fwd under no_grad; fwd_bwd = forward "
+                        "+ backward of rgb.sum()+alpha.sum()+depth.sum() to all 5 parameter groups",
+              "cases": []}
+    for case in args.cases:
+        w, h, n = parse_case(case)
+        g, cams = make_bench_scene(n, w, h, args.seed)
+        g = type(g)(*(t.cuda() for t in (g.means, g.quats, g.log_scales, g.opacity_logits, g.rgb)))
+        cams = cams.to("cuda")
+        entry = {"name": case, "width": w, "height": h, "n_gaussians": n}
+        images = {}
+        for b in backends:
+            leaves = type(g)(*(t.detach().requires_grad_(True) for t in (g.means, g.quats, g.log_scales,
+                                                                           g.opacity_logits, g.rgb)))
+
+            def fwd(b=b, g=g, cams=cams):
+                with torch.no_grad():
+                    return render(g, cams, backend=b)
+
+            def fwd_bwd(b=b, leaves=leaves, cams=cams):
+                out = render(leaves, cams, backend=b)
+                (out.rgb.sum() + out.alpha.sum() + out.depth.sum()).backward()
+
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            entry[b] = {"fwd_s_median": round(_time_cuda(fwd, args.repeats), 5),
+                        "fwd_bwd_s_median": round(_time_cuda(fwd_bwd, args.repeats), 5),
+                        "peak_memory_mb": round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)}
+            images[b] = fwd().rgb
+        if "gsplat" in images:
+            entry["max_abs_diff_rgb"] = float((images["gsplat"] - images["torch"]).abs().max())
+            entry["speedup_gsplat_over_torch_fwd_bwd"] = round(
+                entry["torch"]["fwd_bwd_s_median"] / entry["gsplat"]["fwd_bwd_s_median"], 2)
+        report["cases"].append(entry)
+    return report
+
+
 def run(args) -> int:
     import torch
 
+    if getattr(args, "device", "cpu") == "cuda":
+        print(json.dumps(run_cuda(args), indent=2))
+        return 0
     cases = list(args.cases)
     for c in cases:
         parse_case(c)  # validate early

@@ -3,6 +3,8 @@
 - ``--real --out FILE.npz``: the real training and validation windows of the config's split,
   pre-cut into one compact window cache (images PNG-encoded, LiDAR voxel-downsampled) that a
   GPU machine without the KITTI drive can train from (``data.window_cache``);
+- ``--full-window FILE.npz``: the validation window at full image resolution (left camera), for
+  timing G3R steps at real resolution on a GPU machine;
 - ``--synth [--jobs N]``: generate (in parallel) every synthetic scene the config trains and
   validates on, into its cache directory, so that training starts at once.
 
@@ -24,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--out", default=None, help="window cache file (.npz) for --real (default: data.window_cache)")
     p.add_argument("--voxel", type=float, default=0.1, help="LiDAR voxel size in the cache, metres")
     p.add_argument("--max-mb", type=float, default=40.0, help="refuse to leave a cache larger than this")
+    p.add_argument("--full-window", default=None, metavar="FILE.npz",
+                   help="also write the validation window at full image resolution (left camera) to this file")
     p.add_argument("--synth", action="store_true", help="generate the config's synthetic scenes")
     p.add_argument("--jobs", type=int, default=1, help="parallel generator processes for --synth")
 
@@ -53,8 +57,8 @@ def run(args) -> int:
 
     from ..train import load_real_windows, load_train_config
 
-    if not (args.real or args.synth):
-        raise ValueError("nothing to do: give --real and/or --synth")
+    if not (args.real or args.synth or args.full_window):
+        raise ValueError("nothing to do: give --real, --full-window and/or --synth")
     cfg = load_train_config(args.config)
     out: dict = {"config": args.config}
     if args.synth:
@@ -86,5 +90,14 @@ def run(args) -> int:
                              "scale or raise --voxel")
         out["real"] = {"file": str(path), "mb": round(mb, 2), "windows": [w.summary() for w in train + val],
                        "split": record, "seconds": time.perf_counter() - t0}
+    if args.full_window:
+        from ..real_split import range_window
+        from ..window_cache import save_windows
+
+        split = cfg.data.real_split()
+        w = range_window(split, split.val_frames, cameras="left", name="val-full",
+                         window_overrides={"image_scale": 1.0})
+        path = save_windows(args.full_window, [w], meta={"real_split": split.to_record()})
+        out["full_window"] = {"file": str(path), "mb": round(path.stat().st_size / 2**20, 2), "window": w.summary()}
     print(json.dumps(out, indent=2))
     return 0
