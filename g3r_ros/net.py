@@ -27,7 +27,9 @@ from .sparse import SparseResUNet, SparseTensor, local_offsets, voxel_mean, voxe
 
 log = logging.getLogger(__name__)
 
-# Metres per voxel when a component's config leaves voxel_size unset (see docs/NETWORK.md).
+# Metres per voxel when a component's config leaves voxel_size unset (see docs/NETWORK.md). The
+# distant value only serves a direct call without ``voxel_size=``: the reconstruction loop always
+# passes the size it measures on the scene's sphere (``reconstruct.distant_voxel_size``).
 DEFAULT_VOXEL_SIZE = {"background": 0.4, "actor": 0.15, "distant": 20.0}
 
 
@@ -122,8 +124,20 @@ class NetSetConfig:
 
 
 def load_net_config(path=None) -> NetSetConfig:
-    """NetSetConfig from a YAML file (default: the shipped ``config/net.yaml``), voxel sizes resolved."""
-    return load_config(NetSetConfig, path if path is not None else config_path("net.yaml")).resolved()
+    """NetSetConfig from a YAML file (default: the shipped ``config/net.yaml``), voxel sizes resolved.
+
+    The distant network's voxel is always measured per scene (see
+    ``g3r_ros.reconstruct.distant_voxel_size``), so a ``distant.voxel_size`` here is refused."""
+    cfg = load_config(NetSetConfig, path if path is not None else config_path("net.yaml"))
+    check_distant_voxel_unset(cfg)
+    return cfg.resolved()
+
+
+def check_distant_voxel_unset(cfg: NetSetConfig) -> None:
+    """Refuse a configured distant voxel size: the reconstruction loop measures it per scene."""
+    if cfg.distant.voxel_size is not None:
+        raise ValueError(f"distant.voxel_size ({cfg.distant.voxel_size}) cannot be set: the distant network's "
+                         "voxel is measured per scene (2x the sphere's median grid spacing)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The G3R loop: T learned, gradient-guided updates of 3D neural Gaussians.
 
-At every step t (DESIGN.md §1, "Gradient lifting" and "Update"):
+At every step t (docs/METHOD.md, "Gradient lifting" and "Update"):
 
 1. render the current state into every source view (in chunks);
 2. L = Σ_views ‖I_src − render‖² ;
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .devices import resolve_device
 from .gaussians import POS
 from .initialization import InitConfig, init_scene
 from .metrics import psnr_from_mse
@@ -68,15 +69,6 @@ class ReconstructConfig:
     @property
     def num_steps(self) -> int:
         return self.turbo_steps if self.turbo else self.steps
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU. 'cuda' without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
 
 
 def step_size(t: int, total: int, gamma_max: float, gamma_min: float) -> float:

@@ -40,7 +40,8 @@ class G3RReconstructor:
         from .config import config_path, from_dict, load_yaml
         from .initialization import InitConfig
         from .model import load_model
-        from .reconstruct import ReconstructConfig, resolve_device
+        from .devices import resolve_device
+        from .reconstruct import ReconstructConfig
 
         sections: dict = {}
         if settings_file:

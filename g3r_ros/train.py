@@ -1,4 +1,4 @@
-"""Training G3R-Net across scenes, with novel-view supervision (DESIGN.md §1 "Training").
+"""Training G3R-Net across scenes, with novel-view supervision (docs/METHOD.md, "Training").
 
 One scene iteration:
 1. draw a window (real with probability ``real_fraction``), cut a random sub-window from it
@@ -53,7 +53,7 @@ from .model import (
     safe_torch_load,
     save_model,
 )
-from .net import NetSetConfig
+from .net import NetSetConfig, check_distant_voxel_unset
 from .progress import progress_bar as tqdm
 from .real_split import RealSplit, range_window
 from .reconstruct import ReconstructConfig, apply_update, lift_gradients, reconstruct, step_size
@@ -343,8 +343,10 @@ class Trainer:
                 self.model = load_model(path, device=self.device)
                 LOG.info("initial weights from %s", cfg.init_model)
             else:
-                self.model = G3RModel(from_dict(NetSetConfig, cfg.net, where="net") if cfg.net else None
-                                      ).to(self.device)
+                net_cfg = from_dict(NetSetConfig, cfg.net, where="net") if cfg.net else None
+                if net_cfg is not None:
+                    check_distant_voxel_unset(net_cfg)
+                self.model = G3RModel(net_cfg).to(self.device)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.step_module = TrainStep(self.model, cfg)
         if self.distributed:

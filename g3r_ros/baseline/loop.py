@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..config import from_dict
+from ..devices import resolve_device
 from ..geometry import CameraBatch
 from ..progress import progress_bar as tqdm
 from ..render.types import GaussianParams, RenderOutput
@@ -66,15 +67,6 @@ class _View:
     camera: CameraBatch
     image: torch.Tensor          # (1,H,W,3) float [0,1]
     name: str
-
-
-def _resolve_device(device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return dev
 
 
 def _image_tensor(image: np.ndarray, width: int, height: int, where: str, device) -> torch.Tensor:
@@ -240,7 +232,7 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
     if log_every < 1:
         raise ValueError("log_every must be >= 1")
     _check_init(init)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     views = _source_views(window, dev)
     render_fn = render_fn or _default_render()
     cfg = cfg.resolved(iters, n_views=len(views))

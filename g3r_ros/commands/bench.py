@@ -12,7 +12,7 @@ import importlib
 NAME = "bench"
 HELP = "benchmarks (print JSON; ratios against a baseline measured in the same run)"
 BENCHMARKS = {"render": "g3r_ros.benchmarks.render", "reconstruct": "g3r_ros.benchmarks.reconstruct",
-              "train": "g3r_ros.benchmarks.train",
+              "train": "g3r_ros.benchmarks.train", "init": "g3r_ros.benchmarks.init",
               "node": "g3r_ros.ros.benchmark_node"}
 
 
