@@ -263,16 +263,14 @@ def _nearest_center_distance(points: np.ndarray, keyframes) -> np.ndarray:
 
 
 def frames_from_normals(normals: np.ndarray) -> np.ndarray:
-    """(N,3) unit normals → (N,4) quaternions (w,x,y,z) of rotations whose local z is the normal."""
-    n = np.asarray(normals, dtype=np.float64)
-    if len(n) == 0:
-        return np.zeros((0, 4))
-    a = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
-    e1 = np.cross(n, a)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(n, e1)
-    R = np.stack([e1, e2, n], axis=2)  # columns: local x, y, z in world
-    return np.stack([rotmat_to_quat(r) for r in R])
+    """(N,3) unit normals → (N,4) quaternions (w,x,y,z) of rotations whose local z is ±the normal.
+
+    The shortest rotation taking +z to n is q ∝ (1 + n_z, −n_y, n_x, 0); a disc does not care
+    about the sign of its normal, so normals are first flipped to n_z ≥ 0 (no degenerate case)."""
+    n = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+    n = np.where(n[:, 2:3] < 0, -n, n)
+    q = np.stack([1.0 + n[:, 2], -n[:, 1], n[:, 0], np.zeros(len(n))], axis=1)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def surface_log_scales(sigma: np.ndarray, planarity: np.ndarray, flat_ratio: float) -> np.ndarray:

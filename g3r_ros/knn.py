@@ -116,7 +116,7 @@ def surface_normals(points: np.ndarray, k: int = 16) -> tuple[np.ndarray, np.nda
     _, idx = cKDTree(points).query(points, k=k_eff)
     nb = points[np.asarray(idx).reshape(n, k_eff)]  # (N,k,3)
     centred = nb - nb.mean(axis=1, keepdims=True)
-    cov = np.einsum("nki,nkj->nij", centred, centred) / k_eff
+    cov = centred.transpose(0, 2, 1) @ centred / k_eff  # (N,3,3); batched matmul, much faster than einsum
     w, v = np.linalg.eigh(cov)  # ascending eigenvalues
     normals = v[:, :, 0]
     planarity = 1.0 - w[:, 0] / np.maximum(w[:, 1], 1e-18)
