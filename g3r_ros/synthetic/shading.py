@@ -72,6 +72,53 @@ def _rot_T(v, R):
     return v[:, 0:1] * R[0] + v[:, 1:2] * R[1] + v[:, 2:3] * R[2]
 
 
+def _ground(code: int, p: np.ndarray, lay, noise):
+    """Albedo (M,3), reflectivity (M,) and normals (M,3) of terrain hits (road-frame points)."""
+    plan = lay.plan
+    if plan.simple:                                 # generator 1.0's straight street: x, y are street coordinates
+        if code == HIT_KERB:
+            col, refl = textures.kerb_face(p, lay, noise, lay.detail)
+            n = np.stack([np.zeros(len(p)), -np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
+            return col, refl, n
+        fn = textures.road if code == HIT_ROAD else textures.sidewalk
+        col, refl = fn(p, lay, noise, lay.detail)
+        return col, refl, np.tile([0.0, 0.0, 1.0], (len(p), 1))
+    s, d = plan.centre.to_street(p[:, 0], p[:, 1])
+    q = np.stack([s, d, p[:, 2]], axis=1)
+    if code == HIT_KERB:
+        col, refl = textures.kerb_face(q, lay, noise, lay.detail)
+        return col, refl, plan.kerb_normal_xy(p[:, 0], p[:, 1])
+    up = np.tile([0.0, 0.0, 1.0], (len(p), 1))
+    main, sides = plan.inside_parts(s, d)
+    if code == HIT_SIDEWALK:
+        f = plan.inside(s, d)
+        # tiles run along the nearest street; walk widths are that street's
+        u, walk = s.copy(), np.where(d > 0, lay.sidewalk_left, lay.sidewalk_right)
+        for c, g in zip(plan.crossings, sides):
+            near = g > main
+            along, across = plan.crossing_coords(c, s, d)
+            u = np.where(near, along, u)
+            walk = np.where(near, c.walk, walk)
+        col, refl = textures.sidewalk(q, lay, noise, lay.detail, u=u, dk=-f, walk=walk)
+        return col, refl, up
+    col = np.empty((len(p), 3))
+    refl = np.empty(len(p))
+    todo = np.ones(len(p), dtype=bool)
+    gaps = np.zeros(len(p), dtype=bool)
+    for c, g in zip(plan.crossings, sides):
+        side = g > main                             # on the side street, off the main carriageway
+        m = side & todo
+        if m.any():
+            along, across = plan.crossing_coords(c, s[m], d[m])
+            col[m], refl[m] = textures.road(np.stack([along, across, p[m, 2]], axis=1), lay.side_street_layout(c),
+                                            noise, lay.detail)
+            todo &= ~m
+        gaps |= np.abs(s - c.s) < c.half_width + c.corner
+    if todo.any():
+        col[todo], refl[todo] = textures.road(q[todo], lay, noise, lay.detail, edge_gaps=gaps[todo])
+    return col, refl, up
+
+
 def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np.ndarray, posed: PosedGroups):
     """Surfaces seen by the rays that hit something.
 
@@ -103,13 +150,8 @@ def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np
         code = int(skey[a])
         sel = order[a:b]
         p = pts[sel]
-        if code == HIT_ROAD or code == HIT_SIDEWALK:
-            alb[sel], refl[sel] = (textures.road if code == HIT_ROAD else textures.sidewalk)(p, lay, noise)
-            nrm[sel] = [0.0, 0.0, 1.0]
-            continue
-        if code == HIT_KERB:
-            alb[sel], refl[sel] = textures.kerb_face(p, lay, noise)
-            nrm[sel] = np.stack([np.zeros(len(p)), -np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
+        if code in (HIT_ROAD, HIT_SIDEWALK, HIT_KERB):
+            alb[sel], refl[sel], nrm[sel] = _ground(code, p, lay, noise)
             continue
         pid = h[sel]
         gids = geom.group[pid]
@@ -123,7 +165,7 @@ def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np
                 rots.append((m, T[:3, :3]))
         shape = geom.shape[pid]
         n = part_normals(geom.kind[pid], shape, p)
-        alb[sel], refl[sel] = MATERIALS[code](p, n, shape, geom.params[pid], noise)
+        alb[sel], refl[sel] = MATERIALS[code](p, n, shape, geom.params[pid], noise, lay.detail)
         for m, R in rots:
             n[m] = _rot(n[m], R)
         nrm[sel] = n
