@@ -202,6 +202,23 @@ def image_gaps(a: dict, b: dict) -> dict:
     return {k: float(out[k]) for k in IMAGE_STATS}
 
 
+def image_spread(feats: list[dict], summary: dict) -> dict:
+    """How much the frames of one (real) set differ among themselves, per statistic of
+    ``IMAGE_STATS``: the std over frames of per-image scalars, the norm of the per-channel std
+    of the colour means/stds, and for pooled values the mean W1 of one frame to the pooled set.
+    Gaps divided by these are in units of "real frames' own spread"."""
+    c = np.array([f["contrast"] for f in feats])
+    out = {k: float(np.std([f[k] for f in feats])) for k in ("spectrum_slope", "noise_sigma", "blockiness")}
+    out.update(contrast_top=float(c[:, 0].std()), contrast_middle=float(c[:, 1].std()),
+               contrast_bottom=float(c[:, 2].std()))
+    out["colour_mean_dist"] = float(np.linalg.norm(np.std([f["mean_rgb"] for f in feats], axis=0)))
+    out["colour_std_dist"] = float(np.linalg.norm(np.std([f["std_rgb"] for f in feats], axis=0)))
+    for k, v in (("log_gradient_w1", "log_gradient_values"), ("luma_w1", "luma_values"),
+                 ("saturation_w1", "saturation_values")):
+        out[k] = float(np.mean([w1(f[v], summary[v]) for f in feats]))
+    return {k: out[k] for k in IMAGE_STATS}
+
+
 def image_values(s: dict) -> dict:
     """The JSON-ready scalars of an image-set summary."""
     return {
@@ -322,6 +339,40 @@ def lidar_gaps(a: dict, b: dict) -> dict:
         "road_residual": float(abs(a["road_residual"] - b["road_residual"])),
         "intensity_w1": w1(a["intensity_values"], b["intensity_values"]),
     }
+
+
+def lidar_spread(feats: list[dict], summary: dict) -> dict:
+    """As :func:`image_spread` for ``LIDAR_STATS`` (per-scan std of log point counts, of the
+    road residual and of log ring spacings (mean over bands); mean per-scan W1 to the pool)."""
+    out = {"points_log_ratio": float(np.std(np.log([max(f["points"], 1) for f in feats]))),
+           "road_residual": float(np.nanstd([f["road_residual"] for f in feats]))}
+    for k, v in (("elevation_w1", "elevation_values"), ("log_range_w1", "log_range_values"),
+                 ("intensity_w1", "intensity_values")):
+        out[k] = float(np.mean([w1(f[v], summary[v]) for f in feats]))
+    out["elevation_tv"] = float(np.mean([tv_distance(f["elevation_values"], summary["elevation_values"], ELEV_BINS)
+                                         for f in feats]))
+    bands = list(feats[0]["ring_spacing"])
+    stds = [np.nanstd(np.log([f["ring_spacing"][b] for f in feats])) for b in bands]
+    out["ring_spacing_log_ratio"] = float(np.nanmean(stds)) if np.isfinite(stds).any() else float("nan")
+    return {k: out[k] for k in LIDAR_STATS}
+
+
+def relative_gaps(gaps: dict, ref: dict, spread: dict, cap: float = 3.0) -> dict:
+    """Each gap against a reference variant's: (gap + spread) / (ref + spread), capped at
+    ``cap``. Adding the real set's own spread makes differences smaller than the variation
+    among real frames count as no difference; the cap keeps one statistic from dominating."""
+    out = {}
+    for k, g in gaps.items():
+        r, sc = ref.get(k, float("nan")), spread.get(k, float("nan"))
+        ok = np.isfinite(g) and np.isfinite(r) and np.isfinite(sc) and r + sc > 0
+        out[k] = float(min((g + sc) / (r + sc), cap)) if ok else float("nan")
+    return out
+
+
+def gap_score(rel: dict) -> float:
+    """Mean of the relative gaps (1: as far from the real frames as the reference; smaller: closer)."""
+    v = [x for x in rel.values() if np.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
 
 
 def lidar_values(s: dict) -> dict:

@@ -2,8 +2,11 @@
 
 Two stages, both pure functions of the seed, the stamp and the pixel position:
 
-- :func:`develop` (deterministic, the *clean* image): white balance, exposure (a per-drive
-  offset plus a smooth per-frame drift, a function of the stamp), vignetting and a tone curve;
+- :func:`develop` (deterministic, the *clean* image): optical blur (a Gaussian point spread
+  function, standing in for lens, demosaicing and rectification blur), white balance, exposure (a per-drive
+  offset plus a smooth per-frame drift, a function of the stamp), vignetting and a tone curve
+  (a power law about mid grey applied to luma: ``contrast`` > 1 darkens shadows and brightens
+  highlights until they clip, as a linear camera in strong sun does);
 - :func:`record` (what a bag holds): the same, plus sensor noise (shot + read, drawn from a
   generator seeded by the scene seed, the camera index and the stamp) and JPEG compression at
   a quality drawn the same way.
@@ -30,12 +33,13 @@ PIVOT = 0.35       # mid grey of the tone curve (display value)
 class CameraResponse:
     """One drive's camera response (drawn per seed by :func:`make_response`).
 
-    ev: exposure offset (stops); drift_*: (3,) amplitude-weighted sinusoids of the per-frame
+    ev: exposure offset (stops); blur: PSF std (pixels); drift_*: (3,) amplitude-weighted sinusoids of the per-frame
     drift (stops, Hz, radians); wb: (3,) channel gains; vignette: light lost in the corners;
     contrast: tone-curve exponent about ``PIVOT``; noise_read / noise_shot: 8-bit levels;
     jpeg: (lo, hi) quality range (0, 0 = none); seed: for the per-frame random draws."""
 
     ev: float
+    blur: float
     drift_amp: np.ndarray
     drift_hz: np.ndarray
     drift_phase: np.ndarray
@@ -50,7 +54,7 @@ class CameraResponse:
     @property
     def identity(self) -> bool:
         """True when develop() is generator 1.0's plain rounding."""
-        return (self.ev == 0.0 and not np.any(self.drift_amp) and np.all(self.wb == 1.0) and self.vignette == 0.0
+        return (self.ev == 0.0 and self.blur == 0.0 and not np.any(self.drift_amp) and np.all(self.wb == 1.0) and self.vignette == 0.0
                 and self.contrast == 1.0)
 
     def frame_ev(self, tau: float | None) -> float:
@@ -73,8 +77,9 @@ def make_response(seed: int, cfg: SynthConfig) -> CameraResponse:
     vig = rng.uniform(cfg.vignetting_min, cfg.vignetting_max)
     con = rng.uniform(cfg.contrast_min, cfg.contrast_max)
     k = rng.uniform(0.6, 1.4)
+    blur = rng.uniform(cfg.blur_px_min, cfg.blur_px_max)
     return CameraResponse(
-        ev=float(ev), drift_amp=amp, drift_hz=hz, drift_phase=phase, wb=np.exp(np.array([lr, 0.0, lb])),
+        ev=float(ev), blur=float(blur), drift_amp=amp, drift_hz=hz, drift_phase=phase, wb=np.exp(np.array([lr, 0.0, lb])),
         vignette=float(vig), contrast=float(con), noise_read=float(cfg.noise_read * k),
         noise_shot=float(cfg.noise_shot * k), jpeg=(int(cfg.jpeg_quality_min), int(cfg.jpeg_quality_max)),
         seed=int(seed))
@@ -92,12 +97,19 @@ def develop_float(resp: CameraResponse, radiance: np.ndarray, tau: float | None)
     """(H,W,3) radiance → (H,W,3) display values (float, clipped to [0,1]) of the clean image."""
     if resp.identity:
         return np.clip(radiance, 0.0, 1.0)
+    if resp.blur > 0:
+        from scipy.ndimage import gaussian_filter
+
+        radiance = gaussian_filter(radiance, sigma=(resp.blur, resp.blur, 0.0), mode="nearest", truncate=3.0)
     x = radiance * (resp.wb * 2.0 ** resp.frame_ev(tau))[None, None, :]
     if resp.vignette > 0:
         x = x * vignette_gain(x.shape[1], x.shape[0], resp.vignette)[..., None]
     x = np.maximum(x, 0.0)
     if resp.contrast != 1.0:
-        x = PIVOT * (x / PIVOT) ** resp.contrast
+        # the curve acts on luma; colours keep their ratios (no saturation shift) until they clip
+        Y = x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
+        Yc = PIVOT * (Y / PIVOT) ** resp.contrast
+        x = x * (Yc / np.maximum(Y, 1e-9))[..., None]
     return np.clip(x, 0.0, 1.0)
 
 

@@ -125,15 +125,49 @@ class PlanTerrain:
     kerb_height: float
 
 
-KERB_BISECTIONS = 40
+KERB_ITERATIONS = 10      # false-position steps
+KERB_TOLERANCE = 1e-7     # m of inside-ness: rays not this close by then are bisected
+KERB_BISECTIONS = 30
+
+
+def _kerb_crossing(plan, o: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The t in [lo, hi] where rays (o, d) (M,3) leave the carriageway (inside-ness >= 0 at lo,
+    < 0 at hi). ``KERB_ITERATIONS`` steps of the Illinois false-position method (superlinear on
+    the nearly linear inside-ness of a kerb, and it keeps the bracket), then bisection of the
+    few brackets not yet within ``KERB_TOLERANCE`` (corners, where the inside-ness has a kink)."""
+    def f(t, rows=slice(None)):
+        p = o[rows] + t[:, None] * d[rows]
+        return plan.inside_xy(p[:, 0], p[:, 1])
+
+    flo, fhi = f(lo), f(hi)
+    side = np.zeros(len(lo), dtype=np.int8)
+    for _ in range(KERB_ITERATIONS):
+        denom = np.where(flo - fhi > 0, flo - fhi, 1.0)
+        c = np.clip((lo * -fhi + hi * flo) / denom, lo, hi)
+        fc = f(c)
+        inside = fc >= 0
+        # inside: c replaces lo; outside: c replaces hi; the end kept twice is halved (Illinois)
+        flo, fhi = (np.where(inside, fc, np.where(side == -1, 0.5 * flo, flo)),
+                    np.where(inside, np.where(side == 1, 0.5 * fhi, fhi), fc))
+        lo, hi = np.where(inside, c, lo), np.where(inside, hi, c)
+        side = np.where(inside, 1, -1).astype(np.int8)
+    t = np.where(np.abs(flo) <= np.abs(fhi), lo, hi)
+    slow = np.flatnonzero(np.minimum(np.abs(flo), np.abs(fhi)) > KERB_TOLERANCE)
+    if len(slow):
+        a, b = lo[slow], hi[slow]
+        for _ in range(KERB_BISECTIONS):
+            mid = 0.5 * (a + b)
+            inside = f(mid, slow) >= 0
+            a, b = np.where(inside, mid, a), np.where(inside, b, mid)
+        t[slow] = 0.5 * (a + b)
+    return t
 
 
 def _intersect_plan_terrain(o: np.ndarray, d: np.ndarray, terrain: PlanTerrain):
     """As :func:`intersect_terrain` for a :class:`PlanTerrain`. A ray that reaches the sidewalk
-    level over the carriageway and the road level outside it crossed a kerb face: the crossing
-    is found by bisection on the inside-ness (to ~1e-12 of the segment). Limitation: a ray that
-    leaves and re-enters the carriageway between the two levels (grazing a corner) is taken to
-    hit the road."""
+    level over the carriageway and the road level outside it crossed a kerb face, found by
+    :func:`_kerb_crossing`. Limitation: a ray that leaves and re-enters the carriageway between
+    the two levels (grazing a corner) is taken to hit the road."""
     o = np.broadcast_to(o, d.shape)
     plan, h = terrain.plan, terrain.kerb_height
     t = np.full(len(d), np.inf)
@@ -146,8 +180,7 @@ def _intersect_plan_terrain(o: np.ndarray, d: np.ndarray, terrain: PlanTerrain):
         cand = np.flatnonzero((dz < 0) & (t0 > EPS) & (ta > 0))
     if not len(cand):
         return t, code
-    oc, dc = o[cand], d[cand]
-    pa = oc + ta[cand, None] * dc
+    pa = o[cand] + ta[cand, None] * d[cand]
     fa = plan.inside_xy(pa[:, 0], pa[:, 1])
     walk = above[cand] & (fa < 0)
     t[cand[walk]] = ta[cand[walk]]
@@ -162,15 +195,7 @@ def _intersect_plan_terrain(o: np.ndarray, d: np.ndarray, terrain: PlanTerrain):
     code[i[road]] = HIT_ROAD
     k = i[~road]
     if len(k):
-        lo, hi = ta[k].copy(), t0[k].copy()
-        ok, dk = o[k], d[k]
-        for _ in range(KERB_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            pm = ok + mid[:, None] * dk
-            inside = plan.inside_xy(pm[:, 0], pm[:, 1]) >= 0
-            lo = np.where(inside, mid, lo)
-            hi = np.where(inside, hi, mid)
-        t[k] = 0.5 * (lo + hi)
+        t[k] = _kerb_crossing(plan, o[k], d[k], ta[k].copy(), t0[k].copy())
         code[k] = HIT_KERB
     return t, code
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+REACH = 60.0   # m: street coordinates are exact up to this far from the centreline
+
+
 def _wrap(a):
     return (a + np.pi) % (2.0 * np.pi) - np.pi
 
@@ -35,6 +38,17 @@ class Centreline:
     x0: np.ndarray
     y0: np.ndarray
     th0: np.ndarray
+
+    def __post_init__(self):
+        # each piece's end point (the next one's start; inf for the last) and a bounding
+        # circle (its mid point, half its length plus REACH) outside which it is never nearest
+        self.x1 = np.append(self.x0[1:], np.inf)
+        self.y1 = np.append(self.y0[1:], np.inf)
+        length = np.append(np.diff(self.s0), np.inf)
+        mx, my, _ = _advance(self.x0, self.y0, self.th0, self.kappa, np.where(np.isfinite(length), length / 2, 0.0))
+        self.mid = np.stack([mx, my], axis=1)
+        self.radius = length / 2 + REACH
+        self.radius[0] = np.inf                       # the first piece extends backwards forever
 
     @property
     def straight(self) -> bool:
@@ -82,7 +96,9 @@ class Centreline:
 
     def to_street(self, x, y):
         """Road-frame (x, y) → street coordinates (s, d): the foot point on the nearest piece
-        (each piece's own formula inside its extent; its end point outside)."""
+        (each piece's own formula inside its extent; the distance to its end points outside).
+        Pieces farther than ``REACH`` m are skipped, so a point farther than that from the street
+        may get its coordinates from another piece, still with |d| >= ``REACH``."""
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if self.straight:
@@ -91,32 +107,48 @@ class Centreline:
         s_out = np.zeros(x.shape)
         d_out = np.zeros(x.shape)
         P = len(self.s0)
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        best, s_out, d_out = best.reshape(-1), s_out.reshape(-1), d_out.reshape(-1)
         for k in range(P):
-            s_lo = -np.inf if k == 0 else self.s0[k]
-            s_hi = np.inf if k == P - 1 else self.s0[k + 1]
-            c, sn = np.cos(self.th0[k]), np.sin(self.th0[k])
-            dx, dy = x - self.x0[k], y - self.y0[k]
-            kp = self.kappa[k]
-            if kp == 0.0:
-                s = self.s0[k] + dx * c + dy * sn
-                d = -dx * sn + dy * c
+            if np.isfinite(self.radius[k]):
+                sel = np.flatnonzero(np.hypot(xf - self.mid[k, 0], yf - self.mid[k, 1]) < self.radius[k])
+                if not len(sel):
+                    continue
+                px, py = xf[sel], yf[sel]
             else:
-                cx, cy = self.x0[k] - sn / kp, self.y0[k] + c / kp        # centre of curvature
-                rx, ry = x - cx, y - cy
-                r = np.hypot(rx, ry)
-                # the foot point's heading: the radius direction turned by -90 deg (left turn)
-                th = np.arctan2(ry, rx) + (np.pi / 2 if kp > 0 else -np.pi / 2)
-                s = self.s0[k] + _wrap(th - self.th0[k]) / kp
-                d = 1.0 / kp - np.sign(kp) * r
-            inside = (s >= s_lo) & (s <= s_hi)
-            ends = np.clip(s, s_lo, s_hi)
-            ex, ey, _ = _advance(self.x0[k], self.y0[k], self.th0[k], kp, ends - self.s0[k])
-            dist = np.where(inside, np.abs(d), np.hypot(x - ex, y - ey))
-            take = dist < best
-            best = np.where(take, dist, best)
-            s_out = np.where(take, s, s_out)
-            d_out = np.where(take, d, d_out)
+                sel, px, py = slice(None), xf, yf
+            s, d, dist = self._piece_coords(k, px, py)
+            take = dist < best[sel]
+            best[sel] = np.where(take, dist, best[sel])
+            s_out[sel] = np.where(take, s, s_out[sel])
+            d_out[sel] = np.where(take, d, d_out[sel])
+        s_out, d_out = s_out.reshape(x.shape), d_out.reshape(x.shape)
         return s_out, d_out
+
+    def _piece_coords(self, k: int, x: np.ndarray, y: np.ndarray):
+        """(s, d, distance to piece k) of points (x, y) by piece k's own formula."""
+        P = len(self.s0)
+        s_lo = -np.inf if k == 0 else self.s0[k]
+        s_hi = np.inf if k == P - 1 else self.s0[k + 1]
+        c, sn = np.cos(self.th0[k]), np.sin(self.th0[k])
+        dx, dy = x - self.x0[k], y - self.y0[k]
+        kp = self.kappa[k]
+        if kp == 0.0:
+            s = self.s0[k] + dx * c + dy * sn
+            d = -dx * sn + dy * c
+        else:
+            cx, cy = self.x0[k] - sn / kp, self.y0[k] + c / kp        # centre of curvature
+            rx, ry = x - cx, y - cy
+            r = np.hypot(rx, ry)
+            # the foot point's heading: the radius direction turned by -90 deg (left turn)
+            th = np.arctan2(ry, rx) + (np.pi / 2 if kp > 0 else -np.pi / 2)
+            s = self.s0[k] + _wrap(th - self.th0[k]) / kp
+            d = 1.0 / kp - np.sign(kp) * r
+        inside = (s >= s_lo) & (s <= s_hi)
+        # outside its extent a piece's nearest point is one of its two end points
+        d_lo = np.hypot(dx, dy) if k > 0 else np.inf
+        d_hi = np.hypot(x - self.x1[k], y - self.y1[k]) if k < P - 1 else np.inf
+        return s, d, np.where(inside, np.abs(d), np.minimum(d_lo, d_hi))
 
     def frame(self, s: float) -> np.ndarray:
         """T_road_street (4,4) at arc length ``s``: origin on the centreline, x along it, z up."""
