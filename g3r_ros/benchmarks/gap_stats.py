@@ -242,9 +242,10 @@ RING_BANDS = ((5.0, 10.0), (10.0, 20.0), (20.0, 30.0))
 def ground_ring_spacing(points: np.ndarray, strip: float = 1.0, gap: float = 0.12) -> dict:
     """Spacing of the LiDAR rings on the road ahead: returns in a strip |y| < ``strip`` m ahead
     of the sensor whose height is within 0.25 m of the strip's median ground height are sorted
-    by forward distance and split into rings wherever two consecutive returns are more than
-    ``gap`` m apart; the median distance between consecutive ring centres is reported per
-    band of distance (``RING_BANDS``). A band without two rings gives NaN."""
+    by horizontal distance (a ring of a level sensor is a circle on flat ground) and split
+    into rings wherever two consecutive returns are more than ``gap`` m apart; the median
+    distance between consecutive ring centres is reported per band of distance
+    (``RING_BANDS``). A band without two rings gives NaN."""
     p = np.asarray(points, dtype=np.float64)
     sel = (np.abs(p[:, 1]) < strip) & (p[:, 0] > 3.0) & (p[:, 0] < 35.0) & (p[:, 2] < -0.8)
     q = p[sel]
@@ -254,7 +255,7 @@ def ground_ring_spacing(points: np.ndarray, strip: float = 1.0, gap: float = 0.1
     near = q[q[:, 0] < 12.0]
     z0 = np.median((near if len(near) >= 10 else q)[:, 2])
     q = q[np.abs(q[:, 2] - z0) < 0.25]
-    x = np.sort(q[:, 0])
+    x = np.sort(np.hypot(q[:, 0], q[:, 1]))
     cuts = np.flatnonzero(np.diff(x) > gap) + 1
     centres = np.array([c.mean() for c in np.split(x, cuts) if len(c) >= 2])
     if len(centres) < 2:

@@ -37,7 +37,8 @@ HELP = "distance of synthetic drives from real KITTI validation frames, per real
 BENCHMARK_WINDOW = range(0, 12)      # frames 0-11: the reconstruct benchmark's real window, never used here
 VALIDATION_WINDOW = (39, 50)
 RESERVED_SEEDS = {"training": range(1000, 1200), "validation": range(2000, 2010), "benchmark": range(3000, 5000)}
-PHOTOMETRIC = ("blur_px_min", "blur_px_max", "exposure_ev_min", "exposure_ev_max", "exposure_frame_ev", "contrast_min", "contrast_max",
+PHOTOMETRIC = ("blur_px_min", "blur_px_max", "exposure_ev_min", "exposure_ev_max", "exposure_frame_ev", "contrast_min",
+               "contrast_max",
                "white_balance", "vignetting_min", "vignetting_max", "noise_read", "noise_shot", "jpeg_quality_min",
                "jpeg_quality_max")
 CAMERA_ONLY = ("width", "height", "hfov_deg", "camera_height_min", "camera_height_max", "camera_pitch_min_deg",

@@ -111,7 +111,8 @@ class SynthConfig:
              "need -30 <= camera_pitch_min_deg <= camera_pitch_max_deg <= 30"),
             (1 <= self.supersample <= 4, "supersample must be 1..4"),
             (0 <= self.blur_px_min <= self.blur_px_max <= 3, "need 0 <= blur_px_min <= blur_px_max <= 3"),
-            (-4 <= self.exposure_ev_min <= self.exposure_ev_max <= 4, "need -4 <= exposure_ev_min <= exposure_ev_max <= 4"),
+            (-4 <= self.exposure_ev_min <= self.exposure_ev_max <= 4,
+             "need -4 <= exposure_ev_min <= exposure_ev_max <= 4"),
             (0 <= self.exposure_frame_ev <= 2, "exposure_frame_ev must be in [0, 2]"),
             (0.3 <= self.contrast_min <= self.contrast_max <= 3, "need 0.3 <= contrast_min <= contrast_max <= 3"),
             (0 <= self.white_balance <= 1, "white_balance must be in [0, 1]"),
@@ -127,7 +128,8 @@ class SynthConfig:
             (self.lidar_azimuth_steps >= 8, "lidar_azimuth_steps must be >= 8"),
             (0 <= self.lidar_min_range < self.lidar_max_range, "need 0 <= lidar_min_range < lidar_max_range"),
             (0.3 <= self.lidar_height <= 4.0, "lidar_height must be in [0.3, 4] m"),
-            (self.lidar_noise_m >= 0 and self.lidar_beam_bias_m >= 0, "lidar_noise_m and lidar_beam_bias_m must be >= 0"),
+            (self.lidar_noise_m >= 0 and self.lidar_beam_bias_m >= 0,
+             "lidar_noise_m and lidar_beam_bias_m must be >= 0"),
             (0 <= self.lidar_dropout <= 1, "lidar_dropout must be in [0, 1]"),
             (0 <= self.texture_detail <= 2, "texture_detail must be in [0, 2]"),
             (0 <= self.curved_roads <= 1, "curved_roads must be in [0, 1]"),
@@ -170,7 +172,8 @@ FEATURES: dict[str, tuple[dict, dict]] = {
     "lidar_pattern": ({"lidar_pattern": "uniform", "lidar_beams": 32, "lidar_azimuth_steps": 1800},
                       {"lidar_pattern": "hdl64e", "lidar_azimuth_steps": 2000}),
     "lidar_dropout": ({"lidar_dropout": 0.0}, {"lidar_dropout": 0.01}),
-    "lidar_noise": ({"lidar_noise_m": 0.0, "lidar_beam_bias_m": 0.0}, {"lidar_noise_m": 0.02, "lidar_beam_bias_m": 0.03}),
+    "lidar_noise": ({"lidar_noise_m": 0.0, "lidar_beam_bias_m": 0.0},
+                    {"lidar_noise_m": 0.02, "lidar_beam_bias_m": 0.03}),
     "kitti_aspect": ({"width": 320, "height": 192, "hfov_deg": 80.0}, {"width": 306, "height": 92, "hfov_deg": 81.8}),
 }
 
@@ -195,7 +198,8 @@ DEFAULT_OFF = ("blur", "vignetting", "jpeg", "lidar_dropout", "kitti_aspect")   
 
 PRESETS: dict[str, dict] = {
     "plain": _all(0),
-    "kitti": {**_all(1), **_all(0, ("vignetting", "jpeg", "lidar_dropout")), "cameras": 1, "camera_height_min": 1.6, "camera_height_max": 1.7,
+    "kitti": {**_all(1), **_all(0, ("vignetting", "jpeg", "lidar_dropout")), "cameras": 1,
+              "camera_height_min": 1.6, "camera_height_max": 1.7,
               "camera_pitch_min_deg": 0.0, "camera_pitch_max_deg": 1.0, "camera_forward": 1.5,
               "lidar_height": 1.73, "lidar_forward": 1.23},
 }

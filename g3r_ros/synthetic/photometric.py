@@ -54,7 +54,8 @@ class CameraResponse:
     @property
     def identity(self) -> bool:
         """True when develop() is generator 1.0's plain rounding."""
-        return (self.ev == 0.0 and self.blur == 0.0 and not np.any(self.drift_amp) and np.all(self.wb == 1.0) and self.vignette == 0.0
+        return (self.ev == 0.0 and self.blur == 0.0 and not np.any(self.drift_amp) and np.all(self.wb == 1.0)
+                and self.vignette == 0.0
                 and self.contrast == 1.0)
 
     def frame_ev(self, tau: float | None) -> float:
@@ -79,7 +80,8 @@ def make_response(seed: int, cfg: SynthConfig) -> CameraResponse:
     k = rng.uniform(0.6, 1.4)
     blur = rng.uniform(cfg.blur_px_min, cfg.blur_px_max)
     return CameraResponse(
-        ev=float(ev), blur=float(blur), drift_amp=amp, drift_hz=hz, drift_phase=phase, wb=np.exp(np.array([lr, 0.0, lb])),
+        ev=float(ev), blur=float(blur), drift_amp=amp, drift_hz=hz, drift_phase=phase,
+        wb=np.exp(np.array([lr, 0.0, lb])),
         vignette=float(vig), contrast=float(con), noise_read=float(cfg.noise_read * k),
         noise_shot=float(cfg.noise_shot * k), jpeg=(int(cfg.jpeg_quality_min), int(cfg.jpeg_quality_max)),
         seed=int(seed))

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 REACH = 60.0   # m: street coordinates are exact up to this far from the centreline
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from ..geometry import R_BODY_OPTICAL, PinholeCamera, invert_transform, make_transform
 from ..window import ActorTrack
+from .beams import beam_elevations_deg
 from .config import GENERATOR_VERSION, SynthConfig
 from .layout import StreetLayout, bend_groups, build_static, make_layout
-from .beams import beam_elevations_deg
 from .motion import MovingActor, Trajectory, make_actors, make_ego
 from .noise import NoiseBank, sub_rng
 from .photometric import CameraResponse, make_response

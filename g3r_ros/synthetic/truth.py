@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import PinholeCamera
+from .photometric import develop, record
 from .raycast import PinholeGrid, cast_grid
 from .scene import SyntheticScene
-from .photometric import develop, record
 from .shading import shade
 
 
