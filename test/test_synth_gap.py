@@ -83,6 +83,16 @@ def test_lidar_ground_statistics():
     assert abs(gs.road_range_residual(noisy) - 0.03) < 0.005
 
 
+def test_ordered_scan_rings():
+    """A scan stored laser by laser in azimuth order, as KITTI's .bin files: rings and step back."""
+    az = np.deg2rad(np.arange(-180.0, 180.0, 0.18))[::-1]
+    el = np.deg2rad(np.linspace(2.0, -24.0, 8))
+    pts = np.concatenate([np.stack([np.cos(e) * np.cos(az), np.cos(e) * np.sin(az), np.full_like(az, np.sin(e))], 1)
+                          * 10.0 for e in el])
+    n, step = gs.ordered_scan_rings(pts)
+    assert n == 8 and abs(step - 0.18) < 1e-6
+
+
 def test_relative_gaps_and_score():
     rel = gs.relative_gaps({"a": 1.0, "b": 0.0, "c": 100.0}, {"a": 1.0, "b": 1.0, "c": 1.0},
                            {"a": 0.0, "b": 1.0, "c": 0.0})

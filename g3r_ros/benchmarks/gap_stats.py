@@ -227,6 +227,8 @@ def image_values(s: dict) -> dict:
         "contrast_bottom": s["contrast_bottom"], "mean_rgb": [float(v) for v in s["mean_rgb"]],
         "std_rgb": [float(v) for v in s["std_rgb"]],
         "luma_median": float(np.median(s["luma_values"])),
+        "luma_dark_fraction": float(np.mean(s["luma_values"] < 0.05)),
+        "luma_bright_fraction": float(np.mean(s["luma_values"] > 0.95)),
         "log_gradient_median": float(np.median(s["log_gradient_values"])),
         "saturation_median": float(np.median(s["saturation_values"])),
     }
@@ -267,6 +269,17 @@ def ground_ring_spacing(points: np.ndarray, strip: float = 1.0, gap: float = 0.1
         if m.sum() >= 1:
             out[f"{lo:g}-{hi:g}m"] = float(np.median(spacing[m]))
     return out
+
+
+def ordered_scan_rings(points: np.ndarray, min_points: int = 100) -> tuple[int, float]:
+    """For a scan stored laser by laser, each in azimuth order (KITTI's Velodyne ``.bin``
+    files): (number of rings, median azimuth step in degrees). Rings are split where the
+    azimuth jumps by more than 180 deg; runs under ``min_points`` (partial rings) are ignored."""
+    p = np.asarray(points, dtype=np.float64)
+    az = np.degrees(np.arctan2(p[:, 1], p[:, 0]))
+    cuts = np.flatnonzero(np.abs(np.diff(az)) > 180.0) + 1
+    steps = [np.median(np.abs(np.diff(az[r]))) for r in np.split(np.arange(len(p)), cuts) if len(r) >= min_points]
+    return len(steps), float(np.median(steps)) if steps else float("nan")
 
 
 def road_range_residual(points: np.ndarray, strip: float = 1.5) -> float:

@@ -104,7 +104,7 @@ def real_features(kitti_dir: Path, frames: list[int], size: tuple[int, int]):
     kitti_dir = Path(kitti_dir)
     if not (kitti_dir / "velodyne").is_dir():
         raise ValueError(f"{kitti_dir}: not a KITTI odometry sequence folder (no velodyne/)")
-    imgs, scans = [], []
+    imgs, scans, steps = [], [], []
     for i in frames:
         for cam in ("image_2", "image_3"):
             path = kitti_dir / cam / f"{i:06d}.png"
@@ -115,9 +115,11 @@ def real_features(kitti_dir: Path, frames: list[int], size: tuple[int, int]):
             raise ValueError(f"{path} missing")
         pts, inten = read_velodyne_bin(path)
         scans.append(gs.scan_features(pts, inten))
+        steps.append(gs.ordered_scan_rings(pts)[1])
     if not imgs:
         raise ValueError(f"{kitti_dir}: no images for frames {frames}")
     img, lid = gs.image_set_summary(imgs), gs.lidar_set_summary(scans)
+    lid["azimuth_step_deg"] = float(np.median(steps))
     return img, lid, gs.image_spread(imgs, img), gs.lidar_spread(scans, lid)
 
 
@@ -262,7 +264,8 @@ def run(args) -> int:
         "benchmark": "synth-gap", "generator_version": GENERATOR_VERSION, "kitti": str(kitti),
         "real_frames": frames, "real_cameras": ["image_2", "image_3"], "seeds": list(args.seeds),
         "synthetic_frames": sampler.frames, "size": [w, h],
-        "real": {"images": gs.image_values(real_img), "lidar": gs.lidar_values(real_lidar),
+        "real": {"images": gs.image_values(real_img),
+                 "lidar": {**gs.lidar_values(real_lidar), "azimuth_step_deg": real_lidar["azimuth_step_deg"]},
                  "image_spread": img_spread, "lidar_spread": lidar_spread},
         "features": summary, "variants": results,
         "notes": ["gaps: |mean difference| for per-image scalars, 1-D Wasserstein for pooled values, total "
