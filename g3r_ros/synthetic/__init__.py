@@ -2,7 +2,9 @@
 
 Public API:
 
-- :class:`SynthConfig` (``config/synth.yaml``), :func:`make_scene` → :class:`SyntheticScene`;
+- :class:`SynthConfig` (``config/synth.yaml``; ``PRESETS``, ``FEATURES``), :func:`make_scene` →
+  :class:`SyntheticScene` (street plan with bends and side streets: ``road``; camera response:
+  ``photometric``; LiDAR beam layouts: ``beams``);
 - :func:`render_truth` / :func:`render_truth_depth`: the exact image / depth of any camera pose
   (clean, or as the camera records it: ``recorded=True``); :func:`render_radiance` before the
   camera response;

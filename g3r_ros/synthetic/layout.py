@@ -69,10 +69,9 @@ class StreetLayout:
         """The cross-section of side street ``c``, in its own street coordinates (x out from the
         main centreline, y across): one lane each way, dashed centre line, a crosswalk and stop
         lines just beyond the main street's kerb."""
-        kerb = self.y_left if 1 in c.sides else -self.y_right
-        walk = self.sidewalk_left if 1 in c.sides else self.sidewalk_right
-        xc = kerb + walk + 2.5
-        crossings = [xc] + ([-(-self.y_right + self.sidewalk_right + 2.5)] if len(c.sides) == 2 else [])
+        # x of a left arm runs out from 0 to +inf, a right arm's from 0 to -inf
+        crossings = [self.y_left + self.sidewalk_left + 2.5 if arm > 0 else self.y_right - self.sidewalk_right - 2.5
+                     for arm in c.sides]
         return StreetLayout(
             lane_width=c.lane_width, lanes_per_dir=1, y_right=-c.half_width, y_left=c.half_width,
             kerb_height=self.kerb_height, sidewalk_right=c.walk, sidewalk_left=c.walk, parking_left=0.0,
@@ -110,10 +109,10 @@ def make_centreline(seed: int, x_hi: float, p_curved: float) -> Centreline:
     return Centreline.from_pieces(pieces)
 
 
-def make_crossings(seed: int, centre: Centreline, lay_y: tuple, s_lo: float, s_hi: float,
-                   p_cross: float) -> list[Crossing]:
+def make_crossings(seed: int, centre: Centreline, s_lo: float, s_hi: float, p_cross: float) -> list[Crossing]:
     """Side streets at right angles on straight stretches between ``s_lo`` and ``s_hi`` (one
-    candidate every 40-90 m, each taken with probability ``p_cross``), at least 30 m apart."""
+    candidate every 40-90 m, each taken with probability ``p_cross``; a candidate on a bend moves
+    to the next straight), at least 40 m apart."""
     rng = sub_rng(seed, "crossings")
     out: list[Crossing] = []
     if p_cross <= 0:
@@ -172,8 +171,7 @@ def make_layout(seed: int, x_lo: float, x_hi: float, parked_cars: bool, detail: 
 
 def _plan(seed, y_left, y_right, x_hi, curved, crossings, visible_hi) -> RoadPlan:
     centre = make_centreline(seed, x_hi, curved)
-    return RoadPlan(centre, y_right, y_left, make_crossings(seed, centre, (y_right, y_left), 15.0, visible_hi,
-                                                            crossings))
+    return RoadPlan(centre, y_right, y_left, make_crossings(seed, centre, 15.0, visible_hi, crossings))
 
 
 def _facade_params(rng: np.random.Generator, side: int, x0: float, storey: float) -> list:
