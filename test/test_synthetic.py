@@ -26,12 +26,15 @@ from g3r_ros.synthetic import (
 from g3r_ros.synthetic.bagout import scene_from_json, scene_json
 from g3r_ros.synthetic.lidar import lidar_grid
 from g3r_ros.synthetic.motion import MIN_GAP
-from g3r_ros.synthetic.primitives import BOX, CYL, ELL, HIT_NONE, part_bounds
+from g3r_ros.synthetic.primitives import BOX, CYL, ELL, HIT_KERB, HIT_NONE, HIT_ROAD, HIT_SIDEWALK, part_bounds
 from g3r_ros.synthetic.raycast import PinholeGrid, cast_grid, cast_rays
 
 SEED = 5
-SMALL = {"frames": 4, "width": 64, "height": 40, "cameras": 2, "actors": 3, "lidar_beams": 16,
-         "lidar_azimuth_steps": 360}
+# Small and quick; the default realism features stay on, except the LiDAR's: a 16-beam uniform
+# scanner with exact ranges, so that points can be checked against the geometry (the HDL-64E
+# pattern, range noise and dropout have their own tests).
+SMALL = {"frames": 4, "width": 64, "height": 40, "cameras": 2, "actors": 3, "lidar_pattern": "uniform",
+         "lidar_beams": 16, "lidar_azimuth_steps": 360, "lidar_noise_m": 0.0, "lidar_beam_bias_m": 0.0}
 
 
 def small_config(**kw) -> SynthConfig:
@@ -192,11 +195,12 @@ def test_bag_images_are_render_truth(drive, messages):
             img = _image(m.msg)
             assert img.shape == (40, 64, 3) and m.msg.header.frame_id == f"cam{c}_optical"
             stamp = scene.stamps[k]
-            assert np.array_equal(img, render_truth(scene, scene.camera(c, stamp), stamp))
+            assert np.array_equal(img, render_truth(scene, scene.camera(c, stamp), stamp, recorded=True,
+                                                    camera_index=c))
             if k == 1:   # the pose recovered from the bag's TF renders the same image
                 T = _tf(tfs[k].msg)[("map", "base_link")] @ static[("base_link", f"cam{c}_optical")]
                 cam = PinholeCamera(scene.cameras[c].K, 64, 40, T)
-                diff = np.abs(render_truth(scene, cam, m.stamp).astype(int) - img)
+                diff = np.abs(render_truth(scene, cam, m.stamp, recorded=True, camera_index=c).astype(int) - img)
                 assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
@@ -219,8 +223,16 @@ def test_scene_from_bag_round_trip(drive):
 # ---------------------------------------------------------------------------------------
 # Ray casting
 # ---------------------------------------------------------------------------------------
-def test_culled_grid_cast_equals_brute_force():
-    scene = make_scene(3, small_config())
+# a straight street (generator 1.0's analytic terrain) and a bent one with a side street
+STREETS = {"straight": (3, {"curved_roads": 0.0, "intersections": 0.0}),
+           "bent+side": (16, {"curved_roads": 1.0, "intersections": 1.0, "street_ahead_m": 60.0})}
+
+
+@pytest.mark.parametrize("street", list(STREETS))
+def test_culled_grid_cast_equals_brute_force(street):
+    seed, kw = STREETS[street]
+    scene = make_scene(seed, small_config(**kw))
+    assert scene.layout.plan.simple == (street == "straight")
     stamp = scene.stamps[2]
     posed = scene.posed(stamp)
     for cam in (scene.camera(0, stamp), lane_shifted_camera(scene.camera(1, stamp), -2.5)):
@@ -231,6 +243,7 @@ def test_culled_grid_cast_equals_brute_force():
         np.testing.assert_array_equal(hit.reshape(-1), hb)
         np.testing.assert_allclose(t.reshape(-1), tb, rtol=1e-12)
         assert (hb >= 0).mean() > 0.2 and (hb == HIT_NONE).mean() > 0.02   # objects and sky in view
+        assert (hb == HIT_KERB).any() and (hb == HIT_ROAD).any() and (hb == HIT_SIDEWALK).any()
     grid = lidar_grid(scene, stamp)
     t, hit = cast_grid(grid, scene.geometry, scene.layout.terrain, posed)
     o = np.broadcast_to(grid.origin, (grid.H * grid.W, 3))
@@ -337,7 +350,7 @@ def _inside_any_part(scene, point_road, stamp) -> bool:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_actors_stay_ahead_and_lane_shifts_stay_clear(seed):
-    cfg = SynthConfig(frames=40, actors=6)
+    cfg = SynthConfig(frames=40, actors=6, curved_roads=0.5, intersections=1.0)
     scene = make_scene(seed, cfg)
     taus = np.linspace(0.0, cfg.duration, 81)
     ego_x, _ = scene.ego.xy(taus)
@@ -349,7 +362,8 @@ def test_actors_stay_ahead_and_lane_shifts_stay_clear(seed):
             c = lane_shifted_camera(scene.camera(0, stamp), m)
             p = (scene.T_road_map @ np.append(c.center, 1.0))[:3]
             assert not _inside_any_part(scene, p, stamp), (seed, stamp, m)
-            assert scene.layout.y_right + 0.2 < p[1] < scene.layout.y_left   # on the road
+            d = scene.street_coords(c.center[None])[0, 1]
+            assert scene.layout.y_right + 0.2 < d < scene.layout.y_left   # on the road
 
 
 def test_tracks_match_actor_positions(drive, messages):
@@ -404,3 +418,250 @@ def test_cli_synth_with_preview(tmp_path, capsys):
     assert summary["preview"] == str(png) and png.stat().st_size > 10_000
     assert sorted(p.name for p in (tmp_path / "bags").iterdir()) == ["preview.png", "s1"]   # no leftovers
     assert main(["synth", str(out), "--seed", "1", "--no-progress"]) == 1   # refuses to overwrite
+
+
+# ---------------------------------------------------------------------------------------
+# Generator 2.0: presets, features, photometric pipeline
+# ---------------------------------------------------------------------------------------
+def test_defaults_are_the_measured_feature_settings():
+    """Every realism feature is at its FEATURES "on" value unless docs/DATA.md's measurement
+    switched it off (DEFAULT_OFF); the plain preset is every feature off."""
+    from g3r_ros.synthetic.config import DEFAULT_OFF, FEATURES, PRESETS
+
+    d = dataclasses.asdict(SynthConfig())
+    for name, (off, on) in FEATURES.items():
+        want = off if name in DEFAULT_OFF else on
+        got = {k: d[k] for k in want if not (name == "lidar_pattern" and k == "lidar_beams")}
+        assert got == {k: v for k, v in want.items() if k in got}, name
+    plain = SynthConfig(**PRESETS["plain"])
+    for name, (off, _) in FEATURES.items():
+        assert {k: getattr(plain, k) for k in off} == off, name
+    with pytest.raises(ValueError, match="unknown synth preset"):
+        from g3r_ros.synthetic import preset_overrides
+        preset_overrides("nope")
+
+
+def test_plain_preset_is_generator_1():
+    from g3r_ros.synthetic import preset_overrides
+
+    scene = make_scene(11, SynthConfig(**{**preset_overrides("plain"), "frames": 2, "width": 48, "height": 32}))
+    assert scene.response.identity and scene.layout.plan.simple and scene.layout.detail == 0.0
+    assert len(scene.lidar.elevations) == 32 and scene.lidar.dropout == 0.0 and not np.any(scene.lidar.beam_bias)
+    assert scene.cameras[0].T_base_cam[2, 3] == 1.6
+    np.testing.assert_allclose(np.degrees(np.arcsin(-scene.cameras[0].T_base_cam[2, 2])), 2.0)
+    # with no camera response, clean and recorded images are the plain rounding of the radiance
+    from g3r_ros.synthetic import render_radiance
+
+    cam = scene.camera(0, scene.t0)
+    rad = render_radiance(scene, cam, scene.t0)
+    want = np.clip(np.rint(rad * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(render_truth(scene, cam, scene.t0), want)
+    np.testing.assert_array_equal(render_truth(scene, cam, scene.t0, recorded=True), want)
+
+
+def test_clean_and_recorded_truth():
+    """recorded = clean + seeded sensor noise (+ JPEG): reproducible per (camera, stamp), zero-mean
+    around the clean image, and the clean image holds no noise at all."""
+    from g3r_ros.synthetic import render_radiance
+    from g3r_ros.synthetic.photometric import develop, jpeg_roundtrip, record
+
+    scene = make_scene(SEED, small_config(frames=3, width=96, height=64, noise_read=3.0, noise_shot=0.0))
+    stamp = scene.stamps[1]
+    cam = scene.camera(0, stamp)
+    clean = render_truth(scene, cam, stamp)
+    rec = render_truth(scene, cam, stamp, recorded=True, camera_index=0)
+    np.testing.assert_array_equal(rec, render_truth(scene, cam, stamp, recorded=True, camera_index=0))
+    assert not np.array_equal(rec, render_truth(scene, cam, stamp, recorded=True, camera_index=1))
+    diff = rec.astype(float) - clean
+    mid = (clean > 10) & (clean < 245)
+    sigma = np.hypot(scene.response.noise_read, 1 / np.sqrt(12))        # read noise and rounding
+    assert abs(diff[mid].mean()) < 0.1 * sigma and abs(diff[mid].std() / sigma - 1) < 0.1
+    rad = render_radiance(scene, cam, stamp)
+    tau = scene.tau(stamp)
+    np.testing.assert_array_equal(clean, develop(scene.response, rad, tau))
+    np.testing.assert_array_equal(rec, record(scene.response, rad, tau, 0))
+    assert not np.array_equal(rec, record(scene.response, rad, tau + 0.1, 0))   # fresh noise every frame
+    # JPEG on the recorded image only
+    scene = make_scene(SEED, small_config(frames=3, width=96, height=64, noise_read=0.0, noise_shot=0.0,
+                                          jpeg_quality_min=60, jpeg_quality_max=60))
+    clean = render_truth(scene, cam, stamp)
+    rec = render_truth(scene, cam, stamp, recorded=True)
+    np.testing.assert_array_equal(rec, jpeg_roundtrip(clean, 60))
+    assert 0.5 < np.abs(rec.astype(int) - clean).mean() < 8.0
+
+
+def test_photometric_draws_stay_in_their_ranges():
+    from g3r_ros.synthetic.photometric import develop_float, make_response, vignette_gain
+
+    cfg = SynthConfig(exposure_ev_min=-0.3, exposure_ev_max=0.6, exposure_frame_ev=0.1, contrast_min=1.1,
+                      contrast_max=1.4, white_balance=0.05, vignetting_min=0.1, vignetting_max=0.2,
+                      blur_px_min=0.2, blur_px_max=0.4, noise_read=1.0, noise_shot=2.0)
+    for seed in range(40):
+        r = make_response(seed, cfg)
+        assert -0.3 <= r.ev <= 0.6 and 1.1 <= r.contrast <= 1.4 and 0.1 <= r.vignette <= 0.2
+        assert 0.2 <= r.blur <= 0.4 and r.wb[1] == 1.0 and np.all(np.abs(np.log(r.wb)) <= 0.05 + 1e-12)
+        assert 0.6 <= r.noise_read <= 1.4 and 0.6 * 2.0 <= r.noise_shot <= 1.4 * 2.0
+        evs = [r.frame_ev(t) for t in np.linspace(0.0, 20.0, 200)]
+        assert max(abs(e - r.ev) for e in evs) <= 0.1 * np.sqrt(3.0) + 1e-9
+        assert r.frame_ev(None) == r.ev
+    a, b = make_response(3, cfg), make_response(3, cfg)
+    assert a.ev == b.ev and np.array_equal(a.wb, b.wb) and a.contrast == b.contrast
+    g = vignette_gain(40, 20, 0.3)
+    assert abs(g.max() - 1.0) < 0.01 and abs(g.min() - (1 - 0.3 * (1 - 1 / 40 - 1 / 20) ** 1)) < 0.05
+    # the tone curve keeps mid grey, darkens shadows, brightens highlights; exposure scales by 2^ev
+    r = make_response(0, SynthConfig(contrast_min=1.5, contrast_max=1.5))
+    r.wb[:] = 1.0
+    r.ev, r.drift_amp[:] = 0.0, 0.0
+    x = np.array([[[0.35, 0.35, 0.35], [0.1, 0.1, 0.1], [0.6, 0.6, 0.6]]])
+    y = develop_float(r, x, None)
+    np.testing.assert_allclose(y[0, 0], 0.35)
+    assert y[0, 1, 0] < 0.1 and y[0, 2, 0] > 0.6
+    r.contrast, r.ev = 1.0, 1.0
+    np.testing.assert_allclose(develop_float(r, np.full((1, 1, 3), 0.2), None), 0.4)
+
+
+def test_same_seed_same_scene_with_every_feature():
+    """Determinism with every realism feature on (curves, side streets, noise, JPEG, dropout)."""
+    from g3r_ros.synthetic.config import FEATURES
+
+    every = {}
+    for _, on in FEATURES.values():
+        every.update(on)
+    cfg = SynthConfig(**{**every, "frames": 2, "width": 64, "height": 24, "lidar_dropout": 0.05,
+                         "lidar_azimuth_steps": 400, "curved_roads": 1.0, "intersections": 1.0})
+    a, b = make_scene(21, cfg), make_scene(21, cfg)
+    assert a.describe() == b.describe()
+    for s in a.stamps:
+        np.testing.assert_array_equal(render_truth(a, a.camera(0, s), s, recorded=True),
+                                      render_truth(b, b.camera(0, s), s, recorded=True))
+        sa, sb = lidar_scan(a, s, 1), lidar_scan(b, s, 1)
+        np.testing.assert_array_equal(sa.points, sb.points)
+        np.testing.assert_array_equal(sa.intensity, sb.intensity)
+
+
+# ---------------------------------------------------------------------------------------
+# Generator 2.0: LiDAR patterns, noise, dropout
+# ---------------------------------------------------------------------------------------
+def test_hdl64e_beam_elevations():
+    from g3r_ros.synthetic.beams import hdl64e_elevations_deg
+
+    el = hdl64e_elevations_deg()
+    assert el.shape == (64,) and np.all(np.diff(el) < 0)
+    assert el[0] == 2.0 and abs(el[31] + 8.33) < 1e-12 and abs(el[32] + 8.83) < 1e-12 and abs(el[-1] + 24.33) < 1e-12
+    np.testing.assert_allclose(np.diff(el[:32]), -(2.0 + 8.33) / 31)   # ~1/3 deg
+    np.testing.assert_allclose(np.diff(el[32:]), -0.5)
+    # a scan: every return sits on one of the 64 beams (exact ranges), at ~2000 azimuth steps
+    scene = make_scene(SEED, small_config(frames=1, lidar_pattern="hdl64e", lidar_azimuth_steps=2000))
+    scan = lidar_scan(scene, scene.t0)
+    e = np.degrees(np.arctan2(scan.points[:, 2], np.hypot(scan.points[:, 0], scan.points[:, 1])))
+    np.testing.assert_allclose(e, el[scan.ring], atol=1e-3)
+    assert set(np.unique(scan.ring)) >= set(range(8, 64)) and scan.azimuth_index.max() == 1999
+    assert len(scan.points) > 0.8 * 64 * 2000 * 0.8
+
+
+def test_lidar_beam_bias_is_per_beam_and_dropout_is_seeded():
+    base = small_config(frames=1)
+    exact = lidar_scan(make_scene(6, base), 1.7e9, 2)
+    scene = make_scene(6, small_config(frames=1, lidar_beam_bias_m=0.05))
+    biased = lidar_scan(scene, 1.7e9, 2)
+    np.testing.assert_array_equal(biased.ring, exact.ring)
+    d = np.linalg.norm(biased.points, axis=1) - np.linalg.norm(exact.points, axis=1)
+    for r in np.unique(exact.ring):
+        m = exact.ring == r
+        np.testing.assert_allclose(d[m], scene.lidar.beam_bias[r], atol=1e-4)   # one offset per beam
+    assert 0.01 < scene.lidar.beam_bias.std() < 0.1
+    drop = make_scene(6, small_config(frames=1, lidar_dropout=0.2))
+    a, b = lidar_scan(drop, 1.7e9, 2), lidar_scan(drop, 1.7e9, 2)
+    np.testing.assert_array_equal(a.points, b.points)
+    assert 0.5 * len(exact.points) < len(a.points) < 0.85 * len(exact.points)
+    # a dropped scan is a subset of the exact one
+    key = lambda s: set(zip(s.azimuth_index.tolist(), s.ring.tolist()))   # noqa: E731
+    assert key(a) <= key(exact)
+
+
+# ---------------------------------------------------------------------------------------
+# Generator 2.0: bent streets and side streets
+# ---------------------------------------------------------------------------------------
+def test_centreline_is_tangent_continuous_and_round_trips():
+    from g3r_ros.synthetic.road import Centreline
+
+    c = Centreline.from_pieces([(12.0, 0.0), (30.0, 1 / 80.0), (20.0, 0.0), (25.0, -1 / 60.0), (40.0, 0.0)])
+    for s0 in c.s0[1:]:
+        a, b = c.pose(np.array([s0 - 1e-7])), c.pose(np.array([s0 + 1e-7]))
+        assert all(abs(float(u[0]) - float(v[0])) < 1e-5 for u, v in zip(a, b))
+    s = np.linspace(-20.0, 140.0, 400)
+    d = np.linspace(-25.0, 25.0, 400)[::-1]
+    x, y = c.to_world(s, d)
+    s2, d2 = c.to_street(x, y)
+    np.testing.assert_allclose(s2, s, atol=1e-9)
+    np.testing.assert_allclose(d2, d, atol=1e-9)
+    # the arc length is the distance travelled along the centreline
+    x, y, th = c.pose(np.linspace(0.0, 127.0, 20001))
+    assert abs(np.hypot(np.diff(x), np.diff(y)).sum() - 127.0) < 1e-4
+    assert abs(th[-1] - (30.0 / 80.0 - 25.0 / 60.0)) < 1e-12
+
+
+@pytest.mark.parametrize("seed", [16, 23])
+def test_bent_street_lidar_points_lie_on_the_plan(seed):
+    """LiDAR returns on a bent street with side streets: every return on the ground is where the
+    plan says: road returns at z=0 inside the carriageway, sidewalk returns at the kerb height
+    outside it, kerb returns on its boundary between the two; and the ego drives in its lane
+    with the street's heading."""
+    from g3r_ros.synthetic.primitives import HIT_KERB as KERB
+
+    scene = make_scene(seed, small_config(frames=4, lidar_azimuth_steps=720, curved_roads=1.0, intersections=1.0,
+                                          street_ahead_m=60.0))
+    plan, h = scene.layout.plan, scene.layout.kerb_height
+    assert not plan.centre.straight
+    n_kerb = 0
+    for k, stamp in enumerate(scene.stamps[::3]):
+        scan = lidar_scan(scene, stamp, k)
+        T = scene.T_road_map @ scene.lidar_pose(stamp)
+        p = scan.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+        dirs = p - T[:3, 3]
+        t, hit = cast_rays(np.broadcast_to(T[:3, 3], p.shape), dirs / np.linalg.norm(dirs, axis=1, keepdims=True),
+                           scene.geometry, scene.layout.terrain, scene.posed(stamp))
+        f = plan.inside_xy(p[:, 0], p[:, 1])
+        road, walk, kerb = hit == HIT_ROAD, hit == HIT_SIDEWALK, hit == KERB
+        assert road.sum() > 100 and walk.sum() > 20
+        assert np.all(np.abs(p[road, 2]) < 2e-3) and np.all(f[road] >= -1e-3)
+        assert np.all(np.abs(p[walk, 2] - h) < 2e-3) and np.all(f[walk] < 1e-3)
+        assert np.all(np.abs(f[kerb]) < 2e-3) and np.all((p[kerb, 2] > -2e-3) & (p[kerb, 2] < h + 2e-3))
+        n_kerb += kerb.sum()
+        # ego: in its lane, heading along the street
+        base = scene.T_road_map @ scene.ego_pose(stamp)
+        sd = scene.street_coords(scene.ego_pose(stamp)[:3, 3][None])[0]
+        assert -scene.layout.lane_width < sd[1] < 0.0
+        _, _, th = plan.centre.pose(np.array([sd[0]]))
+        yaw = np.arctan2(base[1, 0], base[0, 0])
+        assert abs((yaw - th[0] + np.pi) % (2 * np.pi) - np.pi) < np.deg2rad(8)
+    assert n_kerb > 0
+
+
+def test_side_streets_leave_room_for_the_road():
+    """Nothing that stands on the ground (walls, poles, trunks) stands on a carriageway, main or
+    side street (overhanging lamp arms and crowns may); parked cars stand in the main street's
+    parking strip, never in a side street's mouth."""
+    from g3r_ros.synthetic.primitives import box_corners
+
+    scene = make_scene(16, small_config(frames=2, curved_roads=1.0, intersections=1.0, street_ahead_m=60.0))
+    plan, geom = scene.layout.plan, scene.geometry
+    assert plan.crossings and not plan.centre.straight
+    checked = 0
+    for g in geom.groups:
+        if g.actor >= 0:
+            continue
+        for j in range(g.start, g.stop):
+            c = box_corners(part_bounds(int(geom.kind[j]), geom.shape[j]))
+            if g.pose is not None:
+                c = c @ g.pose[:3, :3].T + g.pose[:3, 3]
+            c = c[c[:, 2] < 0.5]                                  # the corners on the ground
+            if len(c):
+                if g.label == "parked_car":
+                    _, sides = plan.inside_parts(*plan.centre.to_street(c[:, 0], c[:, 1]))
+                    f = np.max(sides, axis=0)
+                else:
+                    f = plan.inside_xy(c[:, 0], c[:, 1])
+                assert np.all(f < 0.05), (g.label, f.max())
+                checked += 1
+    assert checked > 50

@@ -1,5 +1,6 @@
-"""``g3r synth OUT --seed S``: write a synthetic drive with exact ground truth as a rosbag2
-(prints a JSON summary; ``--preview`` also writes a contact sheet PNG beside the bag)."""
+"""``g3r synth OUT --seed S [--preset plain|kitti]``: write a synthetic drive with exact ground
+truth as a rosbag2 (prints a JSON summary; ``--preview`` also writes a contact sheet PNG beside
+the bag)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     parser.add_argument("--config", default=None,
                         help="SynthConfig YAML (default: the shipped config/synth.yaml)")
+    parser.add_argument("--preset", default=None, choices=("plain", "kitti"),
+                        help="apply a named set of overrides after the YAML: plain (generator 1.0's streets and "
+                             "sensors), kitti (KITTI's camera framing and HDL-64E, every realism feature that "
+                             "measured closer to KITTI)")
     for name, typ in _OVERRIDES.items():
         parser.add_argument(f"--{name}", type=typ, default=None, help=f"override SynthConfig.{name}")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default=None, help="rosbag2 storage plugin")
@@ -29,7 +34,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from g3r_ros.config import config_path, load_config
-    from g3r_ros.synthetic import SynthConfig, generate_drive, make_scene
+    from g3r_ros.synthetic import SynthConfig, generate_drive, make_scene, preset_overrides
     from g3r_ros.synthetic.preview import write_preview
 
     if args.seed < 0:
@@ -38,7 +43,8 @@ def run(args) -> int:
     if path is None:
         default = config_path("synth.yaml")
         path = default if default.is_file() else None
-    overrides = {k: getattr(args, k) for k in _OVERRIDES}
+    overrides = preset_overrides(args.preset) if args.preset else {}
+    overrides.update({k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
     overrides["storage"] = args.storage
     if args.no_lidar:
         overrides["lidar"] = False

@@ -45,7 +45,8 @@ def generate_drive(out_path, seed: int, config: SynthConfig | None = None, *, pr
             write_static(w, scene)
             for i, stamp in enumerate(tqdm(scene.stamps, desc=f"synth seed {seed}", unit="frame",
                                            disable=not progress, leave=False)):
-                images = [render_truth(scene, scene.camera(c, stamp), stamp) for c in range(len(scene.cameras))]
+                images = [render_truth(scene, scene.camera(c, stamp), stamp, recorded=True, camera_index=c)
+                          for c in range(len(scene.cameras))]
                 scan = lidar_scan(scene, stamp, i) if cfg.lidar else None
                 n_points += 0 if scan is None else len(scan.points)
                 write_frame(w, scene, stamp, images, scan)

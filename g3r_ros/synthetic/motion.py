@@ -1,8 +1,9 @@
-"""Smooth trajectories in the road frame: the ego car and the moving actors.
+"""Smooth trajectories along the street: the ego car and the moving actors.
 
 A trajectory is ``x(tau) = x0 + s*(v*tau + ax*sin(wx*tau + px) - ax*sin(px))`` along the street
 and ``y(tau) = y0 + ay*(sin(wy*tau + py) - sin(py))`` across it (tau: seconds since the first
-frame), heading along the velocity. Speeds never reverse (``ax*wx < v/2``).
+frame; street coordinates, see ``road``), heading along the velocity. Speeds never reverse
+(``ax*wx < v/2``). On a bent street the pose follows the centreline.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .cars import add_car_parts, random_car
 from .layout import StreetLayout
 from .noise import sub_rng
 from .primitives import GeometryBuilder
+from .road import Centreline
 
 # Moving actors stay at least this far ahead (bumper to bumper, metres) of whatever they
 # follow, so that lane-shifted views of the ego never sit inside a moving car.
@@ -34,6 +36,7 @@ class Trajectory:
     wy: float = 0.0
     py: float = 0.0
     z: float = 0.0    # height of the tracked frame's origin above the ground
+    centre: Centreline | None = None   # the street's centreline (None or straight: x, y are road-frame)
 
     def xy(self, tau):
         tau = np.asarray(tau, dtype=np.float64)
@@ -51,7 +54,14 @@ class Trajectory:
         """T_road_frame (4,4) at ``tau``: position, heading along the velocity, level."""
         x, y = self.xy(tau)
         vx, vy = self.velocity(tau)
-        yaw = np.arctan2(vy, vx)
+        if self.centre is not None and not self.centre.straight:
+            s = float(x)
+            cx, cy, th = (float(v) for v in self.centre.pose(s))
+            kappa = float(self.centre.kappa_at(s))
+            yaw = th + np.arctan2(vy, vx * (1.0 - kappa * y))
+            x, y = cx - y * np.sin(th), cy + y * np.cos(th)
+        else:
+            yaw = np.arctan2(vy, vx)
         c, s = np.cos(yaw), np.sin(yaw)
         T = np.eye(4)
         T[0, 0], T[0, 1], T[1, 0], T[1, 1] = c, -s, s, c
@@ -80,6 +90,7 @@ def make_ego(seed: int, lay: StreetLayout, speed_min: float, speed_max: float) -
         x0=0.0, y0=lay.ego_lane_y() + rng.uniform(-0.2, 0.2), s=1.0, v=v,
         ax=rng.uniform(0.0, 0.15) * v / wx, wx=wx, px=rng.uniform(0, 2 * np.pi),
         ay=rng.uniform(0.0, 0.35), wy=2 * np.pi / rng.uniform(7.0, 16.0), py=rng.uniform(0, 2 * np.pi),
+        centre=lay.plan.centre,
     )
 
 
@@ -120,7 +131,7 @@ def make_actors(seed: int, lay: StreetLayout, ego: Trajectory, n: int, duration:
         traj = Trajectory(x0=0.0, y0=y + rng.uniform(-0.25, 0.25), s=float(s), v=v,
                           ax=rng.uniform(0.0, 0.2) * v / wx, wx=wx, px=rng.uniform(0, 2 * np.pi),
                           ay=rng.uniform(0.0, 0.15), wy=2 * np.pi / rng.uniform(6.0, 12.0),
-                          py=rng.uniform(0, 2 * np.pi), z=H / 2)
+                          py=rng.uniform(0, 2 * np.pi), z=H / 2, centre=lay.plan.centre)
         if li in last:
             lead_x, lead_half = last[li]
             gap = lead_half + L / 2 + MIN_GAP * rng.uniform(1.0, 3.0)

@@ -22,6 +22,7 @@ def _road_to_map(scene: SyntheticScene, xy: np.ndarray) -> np.ndarray:
 
 
 def _footprint(scene: SyntheticScene, bounds: np.ndarray, T=None) -> np.ndarray:
+    """The (4,2) map-frame footprint of a local AABB posed by T (road frame, None: identity)."""
     c = box_corners(bounds)[[0, 1, 3, 2], :]
     if T is not None:
         c = c @ T[:3, :3].T + T[:3, 3]
@@ -34,36 +35,53 @@ def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 
 
     lay, geom = scene.layout, scene.geometry
     ego = np.stack([scene.ego_pose(s)[:2, 3] for s in scene.stamps])
-    x_lo = ego[:, 0].min() - margin
-    x_hi = ego[:, 0].max() + 3 * margin
+    se = scene.street_coords(np.concatenate([ego, np.zeros((len(ego), 1))], axis=1))[:, 0]
+    ahead = np.linspace(se.min() - margin, se.max() + 3 * margin, 50)
+    view = _road_to_map(scene, np.stack(lay.plan.centre.to_world(ahead, np.zeros_like(ahead)), 1))
+    x_lo, x_hi = view[:, 0].min(), view[:, 0].max()
     ax.set_facecolor(np.clip(lay.yard * 0.9 + 0.1, 0, 1))
+    plan = lay.plan
     walk = (lay.sidewalk_left, lay.sidewalk_right)
+    s = np.linspace(lay.x_lo, lay.x_hi, 400)
+
+    def band(d0, d1):
+        x0, y0 = plan.centre.to_world(s, np.full_like(s, d0))
+        x1, y1 = plan.centre.to_world(s[::-1], np.full_like(s, d1))
+        return np.concatenate([np.stack([x0, y0], 1), np.stack([x1, y1], 1)])
+
     for y0, y1, col in ((lay.y_right - walk[1], lay.y_left + walk[0], lay.paving),
                         (lay.y_right, lay.y_left, lay.asphalt)):
-        quad = np.array([[lay.x_lo, y0], [lay.x_hi, y0], [lay.x_hi, y1], [lay.x_lo, y1]])
-        ax.add_patch(Polygon(_road_to_map(scene, quad), closed=True, color=np.clip(col, 0, 1), lw=0))
+        ax.add_patch(Polygon(_road_to_map(scene, band(y0, y1)), closed=True, color=np.clip(col, 0, 1), lw=0))
+    for c in plan.crossings:
+        T = plan.centre.frame(c.s)
+        for arm in c.sides:
+            for w, col in ((c.half_width + c.walk, lay.paving), (c.half_width, lay.asphalt)):
+                q = np.array([[-w, 0.0], [w, 0.0], [w, arm * 90.0], [-w, arm * 90.0]])
+                xy = q @ T[:2, :2].T + T[:2, 3]
+                ax.add_patch(Polygon(_road_to_map(scene, xy), closed=True, color=np.clip(col, 0, 1), lw=0))
     n = lay.lanes_per_dir
-    lines = [(0.0, "y", "-")] + [(s * k * lay.lane_width, "w", "--" if k < n else "-")
-                                 for s in (-1, 1) for k in range(1, n + 1)]
+    lines = [(0.0, "y", "-")] + [(sg * k * lay.lane_width, "w", "--" if k < n else "-")
+                                 for sg in (-1, 1) for k in range(1, n + 1)]
     for y, colour, style in lines:
-        line = _road_to_map(scene, np.array([[lay.x_lo, y], [lay.x_hi, y]]))
+        line = _road_to_map(scene, np.stack(plan.centre.to_world(s, np.full_like(s, y)), 1))
         ax.plot(line[:, 0], line[:, 1], color=colour, lw=0.6, ls=style)
     for g in geom.groups:
         if g.actor >= 0:
             continue
         prm = geom.params[g.start]
         if g.label == "building":
-            ax.add_patch(Polygon(_footprint(scene, g.bounds), closed=True, fc=np.clip(prm[:3], 0, 1), ec="k", lw=0.3))
+            ax.add_patch(Polygon(_footprint(scene, g.bounds, g.pose), closed=True, fc=np.clip(prm[:3], 0, 1), ec="k",
+                                 lw=0.3))
         elif g.label == "parked_car":
             ax.add_patch(Polygon(_footprint(scene, g.bounds, g.pose), closed=True, fc=np.clip(prm[:3], 0, 1),
                                  ec="k", lw=0.3))
-        elif g.label == "tree":
-            c = _road_to_map(scene, ((g.bounds[:2] + g.bounds[3:5]) / 2)[None])[0]
-            r = (g.bounds[3] - g.bounds[0]) / 2
-            ax.add_patch(Circle(c, r, fc=(0.2, 0.5, 0.2, 0.7), ec="darkgreen", lw=0.3))
         else:
-            c = _road_to_map(scene, ((g.bounds[:2] + g.bounds[3:5]) / 2)[None])[0]
-            ax.plot(c[0], c[1], "k.", ms=2)
+            c = _footprint(scene, g.bounds, g.pose).mean(axis=0)
+            if g.label == "tree":
+                r = (g.bounds[3] - g.bounds[0]) / 2
+                ax.add_patch(Circle(c, r, fc=(0.2, 0.5, 0.2, 0.7), ec="darkgreen", lw=0.3))
+            else:
+                ax.plot(c[0], c[1], "k.", ms=2)
     pts = []
     for i in lidar_frames:
         scan = lidar_scan(scene, scene.stamps[i], i)
@@ -84,8 +102,8 @@ def draw_birdseye(ax, scene: SyntheticScene, lidar_frames=(0,), margin: float = 
     ax.plot(ego[:, 0], ego[:, 1], "r-", lw=1.5, label="ego (base_link)")
     ax.plot(ego[0, 0], ego[0, 1], "ro", ms=3)
     ax.set_xlim(x_lo, x_hi)
-    yc = ego[:, 1].mean()
-    half = max((x_hi - x_lo) * 0.14, 22.0)
+    yc = 0.5 * (view[:, 1].min() + view[:, 1].max())
+    half = max((x_hi - x_lo) * 0.14, 0.5 * np.ptp(view[:, 1]) + 15.0, 22.0)
     ax.set_ylim(yc - half, yc + half)
     ax.set_aspect("equal")
     ax.set_title("bird's-eye view (map frame): street, objects, actor tracks (orange), LiDAR by height", fontsize=8)

@@ -99,6 +99,11 @@ class GeometryBuilder:
         self._groups: list[Group] = []
         self._open: list | None = None
 
+    @property
+    def count(self) -> int:
+        """Groups ended so far."""
+        return len(self._groups)
+
     def begin(self, label: str, pose: np.ndarray | None = None, actor: int = -1) -> None:
         if self._open is not None:
             raise RuntimeError("previous group not ended")

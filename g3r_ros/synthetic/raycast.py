@@ -116,8 +116,95 @@ class Terrain:
     kerb_height: float
 
 
-def intersect_terrain(o: np.ndarray, d: np.ndarray, terrain: Terrain):
-    """o (3,) or (N,3), d (N,3) → t (N,), code (N,) int32 (HIT_ROAD/HIT_SIDEWALK/HIT_KERB/HIT_NONE)."""
+@dataclass
+class PlanTerrain:
+    """A street of any plan (bends, side streets; ``road.RoadPlan``): road surface z=0 where
+    ``plan.inside`` >= 0, raised ground z=``kerb_height`` elsewhere, vertical kerb faces between."""
+
+    plan: object
+    kerb_height: float
+
+
+KERB_ITERATIONS = 10      # false-position steps
+KERB_TOLERANCE = 1e-7     # m of inside-ness: rays not this close by then are bisected
+KERB_BISECTIONS = 30
+
+
+def _kerb_crossing(plan, o: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The t in [lo, hi] where rays (o, d) (M,3) leave the carriageway (inside-ness >= 0 at lo,
+    < 0 at hi). ``KERB_ITERATIONS`` steps of the Illinois false-position method (superlinear on
+    the nearly linear inside-ness of a kerb, and it keeps the bracket), then bisection of the
+    few brackets not yet within ``KERB_TOLERANCE`` (corners, where the inside-ness has a kink)."""
+    def f(t, rows=slice(None)):
+        p = o[rows] + t[:, None] * d[rows]
+        return plan.inside_xy(p[:, 0], p[:, 1])
+
+    flo, fhi = f(lo), f(hi)
+    side = np.zeros(len(lo), dtype=np.int8)
+    for _ in range(KERB_ITERATIONS):
+        denom = np.where(flo - fhi > 0, flo - fhi, 1.0)
+        c = np.clip((lo * -fhi + hi * flo) / denom, lo, hi)
+        fc = f(c)
+        inside = fc >= 0
+        # inside: c replaces lo; outside: c replaces hi; the end kept twice is halved (Illinois)
+        flo, fhi = (np.where(inside, fc, np.where(side == -1, 0.5 * flo, flo)),
+                    np.where(inside, np.where(side == 1, 0.5 * fhi, fhi), fc))
+        lo, hi = np.where(inside, c, lo), np.where(inside, hi, c)
+        side = np.where(inside, 1, -1).astype(np.int8)
+    t = np.where(np.abs(flo) <= np.abs(fhi), lo, hi)
+    slow = np.flatnonzero(np.minimum(np.abs(flo), np.abs(fhi)) > KERB_TOLERANCE)
+    if len(slow):
+        a, b = lo[slow], hi[slow]
+        for _ in range(KERB_BISECTIONS):
+            mid = 0.5 * (a + b)
+            inside = f(mid, slow) >= 0
+            a, b = np.where(inside, mid, a), np.where(inside, b, mid)
+        t[slow] = 0.5 * (a + b)
+    return t
+
+
+def _intersect_plan_terrain(o: np.ndarray, d: np.ndarray, terrain: PlanTerrain):
+    """As :func:`intersect_terrain` for a :class:`PlanTerrain`. A ray that reaches the sidewalk
+    level over the carriageway and the road level outside it crossed a kerb face, found by
+    :func:`_kerb_crossing`. Limitation: a ray that leaves and re-enters the carriageway between
+    the two levels (grazing a corner) is taken to hit the road."""
+    o = np.broadcast_to(o, d.shape)
+    plan, h = terrain.plan, terrain.kerb_height
+    t = np.full(len(d), np.inf)
+    code = np.full(len(d), HIT_NONE, dtype=np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dz = d[:, 2]
+        above = o[:, 2] > h
+        t0 = -o[:, 2] / dz
+        ta = np.where(above, (h - o[:, 2]) / dz, EPS)
+        cand = np.flatnonzero((dz < 0) & (t0 > EPS) & (ta > 0))
+    if not len(cand):
+        return t, code
+    pa = o[cand] + ta[cand, None] * d[cand]
+    fa = plan.inside_xy(pa[:, 0], pa[:, 1])
+    walk = above[cand] & (fa < 0)
+    t[cand[walk]] = ta[cand[walk]]
+    code[cand[walk]] = HIT_SIDEWALK
+    rest = np.flatnonzero(~walk & (fa >= 0))
+    if not len(rest):
+        return t, code
+    i = cand[rest]
+    p0 = o[i] + t0[i, None] * d[i]
+    road = plan.inside_xy(p0[:, 0], p0[:, 1]) >= 0
+    t[i[road]] = t0[i[road]]
+    code[i[road]] = HIT_ROAD
+    k = i[~road]
+    if len(k):
+        t[k] = _kerb_crossing(plan, o[k], d[k], ta[k].copy(), t0[k].copy())
+        code[k] = HIT_KERB
+    return t, code
+
+
+def intersect_terrain(o: np.ndarray, d: np.ndarray, terrain):
+    """o (3,) or (N,3), d (N,3) → t (N,), code (N,) int32 (HIT_ROAD/HIT_SIDEWALK/HIT_KERB/HIT_NONE).
+    ``terrain``: a straight :class:`Terrain` (exact, analytic) or a :class:`PlanTerrain`."""
+    if isinstance(terrain, PlanTerrain):
+        return _intersect_plan_terrain(o, d, terrain)
     o = np.broadcast_to(o, d.shape)
     oy, oz = o[:, 1], o[:, 2]
     dy, dz = d[:, 1], d[:, 2]

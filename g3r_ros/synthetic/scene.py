@@ -15,10 +15,12 @@ import numpy as np
 
 from ..geometry import R_BODY_OPTICAL, PinholeCamera, invert_transform, make_transform
 from ..window import ActorTrack
+from .beams import beam_elevations_deg
 from .config import GENERATOR_VERSION, SynthConfig
-from .layout import StreetLayout, build_static, make_layout
+from .layout import StreetLayout, bend_groups, build_static, make_layout
 from .motion import MovingActor, Trajectory, make_actors, make_ego
-from .noise import NoiseBank
+from .noise import NoiseBank, sub_rng
+from .photometric import CameraResponse, make_response
 from .primitives import Geometry, GeometryBuilder
 from .raycast import PosedGroups, pose_groups
 from .sky import Lighting, Sky, make_lighting
@@ -50,7 +52,8 @@ class CameraMount:
 
 @dataclass
 class LidarMount:
-    """The spinning LiDAR: T_base_lidar, beam elevations (radians, descending), azimuth steps."""
+    """The spinning LiDAR: T_base_lidar, beam elevations (radians, descending), azimuth steps,
+    range limits, range noise (m), per-beam range bias (B,) (m) and base dropout probability."""
 
     frame_id: str
     T_base_lidar: np.ndarray
@@ -59,6 +62,8 @@ class LidarMount:
     min_range: float
     max_range: float
     noise_m: float
+    beam_bias: np.ndarray
+    dropout: float
     topic: str
 
 
@@ -80,6 +85,7 @@ class SyntheticScene:
     cameras: list[CameraMount]
     lidar: LidarMount
     stamps: np.ndarray
+    response: CameraResponse
     version: str = GENERATOR_VERSION
     _static_posed: PosedGroups | None = field(default=None, repr=False)
 
@@ -128,6 +134,14 @@ class SyntheticScene:
                            np.stack([self.actor_pose(a.actor_id, s) for s in stamps]))
                 for a in self.actors]
 
+    def street_coords(self, points_map: np.ndarray) -> np.ndarray:
+        """(N,3) ``map`` points → (N,3) street coordinates (arc length along the centreline,
+        lateral offset to its left, height)."""
+        p = np.asarray(points_map, dtype=np.float64).reshape(-1, 3)
+        q = p @ self.T_road_map[:3, :3].T + self.T_road_map[:3, 3]
+        s, d = self.layout.plan.centre.to_street(q[:, 0], q[:, 1])
+        return np.stack([s, d, q[:, 2]], axis=1)
+
     def posed(self, stamp: float | None) -> PosedGroups:
         """Groups to cast at ``stamp``: the static street plus, unless ``stamp`` is None, the
         moving actors at their poses."""
@@ -149,33 +163,46 @@ class SyntheticScene:
             "lanes_per_direction": lay.lanes_per_dir, "lane_width_m": round(lay.lane_width, 3),
             "road_width_m": round(lay.y_left - lay.y_right, 3), "ego_speed_mps": round(self.ego.v, 3),
             "objects": labels, "parts": len(self.geometry), "moving_actors": len(self.actors),
+            "bends_deg": [round(float(np.degrees(k * (b - a))), 2) for k, a, b in
+                          zip(lay.plan.centre.kappa[1:-1], lay.plan.centre.s0[1:-1], lay.plan.centre.s0[2:]) if k != 0],
+            "side_streets": [{"s_m": round(c.s, 2), "sides": list(c.sides)} for c in lay.plan.crossings],
             "sun_elevation_deg": round(float(np.degrees(np.arcsin(self.lighting.sun_dir[2]))), 2),
             "colour_temperature_k": round(self.lighting.kelvin, 1),
+            "camera_height_m": round(float(self.cameras[0].T_base_cam[2, 3]), 4),
+            "camera_pitch_deg": round(float(np.degrees(np.arcsin(-self.cameras[0].T_base_cam[2, 2]))), 4),
+            "lidar_beams": len(self.lidar.elevations),
+            "exposure_ev": round(self.response.ev, 4), "contrast": round(self.response.contrast, 4),
+            "white_balance_rgb": [round(float(g), 4) for g in self.response.wb],
+            "vignetting": round(self.response.vignette, 4),
         }
 
 
-def _camera_rig(cfg: SynthConfig) -> list[CameraMount]:
+def _camera_rig(cfg: SynthConfig, seed: int) -> list[CameraMount]:
+    """The rig of ``seed``: every camera at one height and pitch, drawn from the config's ranges."""
+    rng = sub_rng(seed, "rig")
+    height = rng.uniform(cfg.camera_height_min, cfg.camera_height_max)
+    pitch = rng.uniform(cfg.camera_pitch_min_deg, cfg.camera_pitch_max_deg)
     f = (cfg.width / 2.0) / np.tan(np.deg2rad(cfg.hfov_deg) / 2.0)
     K = np.array([[f, 0.0, cfg.width / 2.0], [0.0, f, cfg.height / 2.0], [0.0, 0.0, 1.0]])
     yaws = [0.0, np.deg2rad(cfg.side_yaw_deg), -np.deg2rad(cfg.side_yaw_deg)]
     lateral = [0.0, 0.25, -0.25]
     rig = []
     for i in range(cfg.cameras):
-        R = _rot_z(yaws[i]) @ _rot_y(np.deg2rad(cfg.camera_pitch_deg)) @ R_BODY_OPTICAL
-        T = make_transform(R, [cfg.camera_forward, lateral[i], cfg.camera_height])
+        R = _rot_z(yaws[i]) @ _rot_y(np.deg2rad(pitch)) @ R_BODY_OPTICAL
+        T = make_transform(R, [cfg.camera_forward, lateral[i], height])
         base = f"{cfg.topic_prefix}/cam{i}"
         rig.append(CameraMount(f"cam{i}", f"cam{i}_optical", K.copy(), cfg.width, cfg.height, T,
                                f"{base}/image_raw", f"{base}/camera_info"))
     return rig
 
 
-def _lidar_mount(cfg: SynthConfig) -> LidarMount:
-    el = np.deg2rad(np.linspace(cfg.lidar_fov_up_deg, cfg.lidar_fov_down_deg, cfg.lidar_beams))
-    if cfg.lidar_beams == 1:
-        el = np.deg2rad(np.array([cfg.lidar_fov_up_deg]))
+def _lidar_mount(cfg: SynthConfig, seed: int) -> LidarMount:
+    el = np.deg2rad(beam_elevations_deg(cfg.lidar_pattern, cfg.lidar_beams, cfg.lidar_fov_up_deg,
+                                        cfg.lidar_fov_down_deg))
+    bias = sub_rng(seed, "beambias").normal(0.0, 1.0, len(el)) * cfg.lidar_beam_bias_m
     return LidarMount("velodyne", make_transform(None, [cfg.lidar_forward, 0.0, cfg.lidar_height]), el,
-                      cfg.lidar_azimuth_steps, cfg.lidar_min_range, cfg.lidar_max_range, cfg.lidar_noise_m,
-                      f"{cfg.topic_prefix}/velodyne/points")
+                      cfg.lidar_azimuth_steps, cfg.lidar_min_range, cfg.lidar_max_range, cfg.lidar_noise_m, bias,
+                      cfg.lidar_dropout, f"{cfg.topic_prefix}/velodyne/points")
 
 
 def make_scene(seed: int, config: SynthConfig | None = None) -> SyntheticScene:
@@ -188,13 +215,15 @@ def make_scene(seed: int, config: SynthConfig | None = None) -> SyntheticScene:
     stamps = cfg.start_stamp + np.arange(cfg.frames) / cfg.rate_hz
     # the street must cover the drive: estimate the ego's travel with the fastest speed
     travel = cfg.ego_speed_max * 1.3 * cfg.duration
-    layout = make_layout(seed, -cfg.street_behind_m, travel + cfg.street_ahead_m, cfg.parked_cars)
+    layout = make_layout(seed, -cfg.street_behind_m, travel + cfg.street_ahead_m, cfg.parked_cars, cfg.texture_detail,
+                         cfg.curved_roads, cfg.intersections, visible_hi=travel + 100.0)
     ego = make_ego(seed, layout, cfg.ego_speed_min, cfg.ego_speed_max)
     b = GeometryBuilder()
-    build_static(b, layout, seed)
+    along = build_static(b, layout, seed)
     actors = make_actors(seed, layout, ego, cfg.actors, cfg.duration, b)
     geometry = b.finish()
+    bend_groups(geometry, along, layout.plan.centre)
     lighting, sky = make_lighting(seed)
     T_map_road = invert_transform(ego.pose(0.0))
     return SyntheticScene(seed, cfg, layout, geometry, actors, lighting, sky, NoiseBank(seed), ego, T_map_road,
-                          _camera_rig(cfg), _lidar_mount(cfg), stamps)
+                          _camera_rig(cfg, seed), _lidar_mount(cfg, seed), stamps, make_response(seed, cfg))

@@ -64,22 +64,64 @@ def part_normals(kind: np.ndarray, shape: np.ndarray, p: np.ndarray) -> np.ndarr
     return n
 
 
-def _rot(v, R):
-    return v[:, 0:1] * R[:, 0] + v[:, 1:2] * R[:, 1] + v[:, 2:3] * R[:, 2]
+def _ground(code: int, p: np.ndarray, lay, noise, detail: float):
+    """Albedo (M,3), reflectivity (M,) and normals (M,3) of terrain hits (road-frame points)."""
+    plan = lay.plan
+    if plan.simple:                                 # generator 1.0's straight street: x, y are street coordinates
+        if code == HIT_KERB:
+            col, refl = textures.kerb_face(p, lay, noise, detail)
+            n = np.stack([np.zeros(len(p)), -np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
+            return col, refl, n
+        fn = textures.road if code == HIT_ROAD else textures.sidewalk
+        col, refl = fn(p, lay, noise, detail)
+        return col, refl, np.tile([0.0, 0.0, 1.0], (len(p), 1))
+    s, d = plan.centre.to_street(p[:, 0], p[:, 1])
+    q = np.stack([s, d, p[:, 2]], axis=1)
+    if code == HIT_KERB:
+        col, refl = textures.kerb_face(q, lay, noise, detail)
+        return col, refl, plan.kerb_normal_xy(p[:, 0], p[:, 1])
+    up = np.tile([0.0, 0.0, 1.0], (len(p), 1))
+    main, sides = plan.inside_parts(s, d)
+    if code == HIT_SIDEWALK:
+        f = plan.inside(s, d)
+        # tiles run along the nearest street; walk widths are that street's
+        u, walk = s.copy(), np.where(d > 0, lay.sidewalk_left, lay.sidewalk_right)
+        for c, g in zip(plan.crossings, sides):
+            near = g > main
+            along, across = plan.crossing_coords(c, s, d)
+            u = np.where(near, along, u)
+            walk = np.where(near, c.walk, walk)
+        col, refl = textures.sidewalk(q, lay, noise, detail, u=u, dk=-f, walk=walk)
+        return col, refl, up
+    col = np.empty((len(p), 3))
+    refl = np.empty(len(p))
+    todo = np.ones(len(p), dtype=bool)
+    gaps = np.zeros(len(p), dtype=bool)
+    for c, g in zip(plan.crossings, sides):
+        side = g > main                             # on the side street, off the main carriageway
+        m = side & todo
+        if m.any():
+            along, across = plan.crossing_coords(c, s[m], d[m])
+            col[m], refl[m] = textures.road(np.stack([along, across, p[m, 2]], axis=1), lay.side_street_layout(c),
+                                            noise, detail)
+            todo &= ~m
+        gaps |= np.abs(s - c.s) < c.half_width + c.corner
+    if todo.any():
+        col[todo], refl[todo] = textures.road(q[todo], lay, noise, detail, edge_gaps=gaps[todo])
+    return col, refl, up
 
 
-def _rot_T(v, R):
-    return v[:, 0:1] * R[0] + v[:, 1:2] * R[1] + v[:, 2:3] * R[2]
-
-
-def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np.ndarray, posed: PosedGroups):
+def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np.ndarray, posed: PosedGroups,
+            detail: float | None = None):
     """Surfaces seen by the rays that hit something.
 
     origins (3,) or (N,3), dirs (N,3), t (N,), hit (N,) as ``cast_grid``. Returns idx (K,)
     indices of the hit rays, and for them albedo (K,3), LiDAR reflectivity (K,), road-frame
-    points (K,3) and unit normals (K,3).
+    points (K,3) and unit normals (K,3). ``detail``: texture detail strength (default the
+    layout's; it changes albedo only, so callers that need reflectivity alone pass 0).
     """
     lay, noise, geom = scene.layout, scene.noise, scene.geometry
+    detail = lay.detail if detail is None else float(detail)
     idx = np.nonzero(hit != HIT_NONE)[0]
     K = len(idx)
     h = hit[idx]
@@ -98,34 +140,33 @@ def surface(scene, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, hit: np
     starts = np.concatenate([[0], cuts])
     stops = np.concatenate([cuts, [K]])
     has_pose = np.array([g.pose is not None or g.actor >= 0 for g in geom.groups], dtype=bool)
-    pose_of = {gi: T for gi, T in zip(posed.index, posed.poses) if T is not None}
+    pose_R = np.tile(np.eye(3), (len(geom.groups), 1, 1))
+    pose_t = np.zeros((len(geom.groups), 3))
+    for gi, T in zip(posed.index, posed.poses):
+        if T is not None:
+            pose_R[gi], pose_t[gi] = T[:3, :3], T[:3, 3]
     for a, b in zip(starts, stops):
         code = int(skey[a])
         sel = order[a:b]
         p = pts[sel]
-        if code == HIT_ROAD or code == HIT_SIDEWALK:
-            alb[sel], refl[sel] = (textures.road if code == HIT_ROAD else textures.sidewalk)(p, lay, noise)
-            nrm[sel] = [0.0, 0.0, 1.0]
-            continue
-        if code == HIT_KERB:
-            alb[sel], refl[sel] = textures.kerb_face(p, lay, noise)
-            nrm[sel] = np.stack([np.zeros(len(p)), -np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
+        if code in (HIT_ROAD, HIT_SIDEWALK, HIT_KERB):
+            alb[sel], refl[sel], nrm[sel] = _ground(code, p, lay, noise, detail)
             continue
         pid = h[sel]
         gids = geom.group[pid]
-        moved = has_pose[gids]
-        rots = []
-        if moved.any():
-            for gi in np.unique(gids[moved]):
-                T = pose_of[int(gi)]
-                m = gids == gi
-                p[m] = _rot_T(p[m] - T[:3, 3], T[:3, :3])
-                rots.append((m, T[:3, :3]))
+        moved = np.flatnonzero(has_pose[gids])
+        if len(moved):
+            # each point into its group's local frame: gathered per-point rotations, the same
+            # elementwise arithmetic as raycast._rotate_T
+            R, t = pose_R[gids[moved]], pose_t[gids[moved]]
+            v = p[moved] - t
+            p[moved] = v[:, 0:1] * R[:, 0, :] + v[:, 1:2] * R[:, 1, :] + v[:, 2:3] * R[:, 2, :]
         shape = geom.shape[pid]
         n = part_normals(geom.kind[pid], shape, p)
-        alb[sel], refl[sel] = MATERIALS[code](p, n, shape, geom.params[pid], noise)
-        for m, R in rots:
-            n[m] = _rot(n[m], R)
+        alb[sel], refl[sel] = MATERIALS[code](p, n, shape, geom.params[pid], noise, detail)
+        if len(moved):
+            nm = n[moved]
+            n[moved] = nm[:, 0:1] * R[:, :, 0] + nm[:, 1:2] * R[:, :, 1] + nm[:, 2:3] * R[:, :, 2]
         nrm[sel] = n
     return idx, alb, refl, pts, nrm
 

@@ -1,8 +1,13 @@
 """Exact ground truth: the image (and depth) a pinhole camera sees from ANY pose.
 
-``render_truth`` is what the bag's images are made of, so rendering at a recorded pose gives
-the recorded image bit for bit, and rendering at a new pose (a lane shift, a held-out view)
-gives the true novel view.
+``render_truth`` is what the bag's images are made of. Two versions of every view:
+
+- *clean* (the default): radiance through the deterministic camera response (white balance,
+  exposure at the stamp, vignetting, tone curve; ``photometric.develop``). Use it as the ground
+  truth of novel views (lane shifts): it holds no random sensor noise.
+- *as recorded* (``recorded=True``): the clean image plus the seeded sensor noise and JPEG
+  compression of camera ``camera_index`` at ``stamp`` (``photometric.record``). At a recorded
+  pose and stamp it equals the bag's image bit for bit.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import PinholeCamera
+from .photometric import develop, record
 from .raycast import PinholeGrid, cast_grid
 from .scene import SyntheticScene
 from .shading import shade
@@ -22,14 +28,12 @@ def _grid(scene: SyntheticScene, camera: PinholeCamera, ss: int) -> PinholeGrid:
     return PinholeGrid(camera.K, camera.width, camera.height, T_road_cam, ss)
 
 
-def render_truth(scene: SyntheticScene, camera: PinholeCamera, stamp: float | None = None, *,
-                 supersample: int | None = None, shadows: bool = True) -> np.ndarray:
-    """The exact (H,W,3) uint8 RGB image of ``camera`` (pose ``T_world_cam`` in ``map``).
-
-    Moving actors are placed at ``stamp`` (seconds); ``stamp=None`` renders the static street
-    only. Rays pass through the centres of an SxS subdivision of each pixel (S =
-    ``supersample``, default the scene config's), averaged, then rounded to uint8.
-    """
+def render_radiance(scene: SyntheticScene, camera: PinholeCamera, stamp: float | None = None, *,
+                    supersample: int | None = None, shadows: bool = True) -> np.ndarray:
+    """(H,W,3) float64 radiance of ``camera`` (pose ``T_world_cam`` in ``map``), before the camera
+    response: rays through the centres of an SxS subdivision of each pixel (S = ``supersample``,
+    default the scene config's), averaged. Moving actors are placed at ``stamp`` (seconds);
+    ``stamp=None`` renders the static street only."""
     ss = int(scene.config.supersample if supersample is None else supersample)
     if ss < 1:
         raise ValueError(f"supersample must be >= 1, got {ss}")
@@ -37,8 +41,25 @@ def render_truth(scene: SyntheticScene, camera: PinholeCamera, stamp: float | No
     posed = scene.posed(stamp)
     t, hit = cast_grid(grid, scene.geometry, scene.layout.terrain, posed)
     rgb = shade(scene, grid.origin, grid.dirs.reshape(-1, 3), t.reshape(-1), hit.reshape(-1), posed, shadows)
-    rgb = rgb.reshape(camera.height, ss, camera.width, ss, 3).mean(axis=(1, 3))
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return rgb.reshape(camera.height, ss, camera.width, ss, 3).mean(axis=(1, 3))
+
+
+def render_truth(scene: SyntheticScene, camera: PinholeCamera, stamp: float | None = None, *,
+                 supersample: int | None = None, shadows: bool = True, recorded: bool = False,
+                 camera_index: int = 0) -> np.ndarray:
+    """The exact (H,W,3) uint8 RGB image of ``camera`` (pose ``T_world_cam`` in ``map``).
+
+    Moving actors are placed, and the exposure drift evaluated, at ``stamp`` (seconds);
+    ``stamp=None`` renders the static street with the drive's mean exposure. ``recorded=False``
+    gives the clean image, ``recorded=True`` the image as camera ``camera_index`` records it
+    (noise and JPEG seeded by the scene seed, ``camera_index`` and ``stamp``): the bag's image
+    when camera and stamp are a recorded frame's.
+    """
+    rad = render_radiance(scene, camera, stamp, supersample=supersample, shadows=shadows)
+    tau = None if stamp is None else scene.tau(stamp)
+    if recorded:
+        return record(scene.response, rad, tau, int(camera_index))
+    return develop(scene.response, rad, tau)
 
 
 def render_truth_depth(scene: SyntheticScene, camera: PinholeCamera, stamp: float | None = None) -> np.ndarray:
