@@ -58,6 +58,12 @@ def _table_matmul(x: torch.Tensor, table: torch.Tensor, w2d: torch.Tensor) -> to
     return out
 
 
+def _backward_inputs(ctx, grad_out: torch.Tensor):
+    """(feats, weight, kmap, contiguous grad_out, need_x, need_w) of a sparse conv's backward."""
+    feats, weight = ctx.saved_tensors
+    return feats, weight, ctx.kmap, grad_out.contiguous(), ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+
+
 class _SparseConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
@@ -71,10 +77,7 @@ class _SparseConvFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        kmap: KernelMap = ctx.kmap
-        grad_out = grad_out.contiguous()
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        feats, weight, kmap, grad_out, need_x, need_w = _backward_inputs(ctx, grad_out)
         grad_x = grad_w = None
         if kmap.num_out == 0 or not (kmap.pairs or kmap.center is not None):
             return (feats.new_zeros(feats.shape) if need_x else None,
@@ -114,10 +117,7 @@ class _ScatterConvFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        kmap: KernelMap = ctx.kmap
-        grad_out = grad_out.contiguous()
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        feats, weight, kmap, grad_out, need_x, need_w = _backward_inputs(ctx, grad_out)
         grad_x = grad_w = None
         if need_x:
             if kmap.center is not None:
