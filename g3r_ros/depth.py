@@ -1,10 +1,12 @@
 """Depth images of a Gaussian map: metres along the optical axis, NaN where nothing was seen.
 
-The renderer's depth is gsplat's "ED" expected depth: the opacity-weighted mean of the
-Gaussians' centre depths along the optical axis (camera z), divided by the accumulated
-opacity alpha. Where alpha is small the quotient is a few faint Gaussians' depth, not a
-surface, so :func:`depth_image` replaces it with NaN below ``min_opacity`` (the issue's
-REP-117 reading: NaN = no valid measurement; REP-118's depth-image layout: ``32FC1`` in metres).
+Depth is the *surface* depth of :mod:`g3r_ros.surface` (where each pixel's ray meets the
+planes the Gaussians lie on, as an opacity-weighted mean of inverse distances), along the
+optical axis (camera z). Where the accumulated opacity alpha is small the value is a few
+faint Gaussians', not a surface, so :func:`depth_image` replaces it with NaN below
+``min_opacity`` (REP-117's reading: NaN = no valid measurement; REP-118's depth-image
+layout: ``32FC1`` in metres). The renderer's own "ED" depth (mean *centre* depth) is 11-13 %
+off the real LiDAR on the KITTI benchmark window, the surface depth ~3 % (docs/ROS.md).
 
 Files (:func:`write_depth`, chosen by the suffix):
 
@@ -23,7 +25,6 @@ import torch
 
 from .geometry import CameraBatch, PinholeCamera
 from .render import render
-from .render.types import GaussianParams
 
 DEFAULT_MIN_OPACITY = 0.5
 DEPTH_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
@@ -102,28 +103,40 @@ def read_depth(path) -> np.ndarray:
 
 @dataclass
 class RGBD:
-    """One rendered view: rgb (H,W,3) float32 in [0,1] (numpy), depth (H,W) float32 metres (NaN =
-    invalid), alpha (H,W) float32 accumulated opacity."""
+    """One rendered view: rgb (H,W,3) float32 in [0,1]; depth (H,W) float32 metres along the optical
+    axis, NaN where invalid (None when not rendered); alpha (H,W) float32 accumulated opacity."""
 
     rgb: np.ndarray
-    depth: np.ndarray
+    depth: np.ndarray | None
     alpha: np.ndarray
 
 
 @torch.no_grad()
-def render_rgbd(params: GaussianParams, cameras: list[PinholeCamera], *, min_opacity: float = DEFAULT_MIN_OPACITY,
-                background=None, backend: str = "auto") -> list[RGBD]:
-    """Render colour and depth of every camera (one batch per image size) → one :class:`RGBD` each."""
+def render_rgbd(map_like, cameras: list[PinholeCamera], *, min_opacity: float = DEFAULT_MIN_OPACITY,
+                depth: bool = True, background=None, backend: str = "auto") -> list[RGBD]:
+    """Colour (one batched render per image size) and, with ``depth``, the surface depth of
+    every camera (``g3r_ros.surface.surface_depth``, one render per camera: the plane features
+    depend on the camera centre), NaN where the opacity is below ``min_opacity``.
+
+    map_like: a ``SurfaceMap`` (prepare it once per map: its normals take ~1 s per 70k
+    Gaussians), or ``GaussianParams`` (prepared here when ``depth``)."""
+    from .surface import SurfaceMap, as_surface_map, surface_depth
+
+    smap = as_surface_map(map_like) if depth else None
+    params = map_like.params if isinstance(map_like, SurfaceMap) else (smap.params if smap else map_like)
     out: list[RGBD | None] = [None] * len(cameras)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, c in enumerate(cameras):
         groups.setdefault((c.width, c.height), []).append(i)
     for idx in groups.values():
         batch = CameraBatch.from_cameras([cameras[i] for i in idx], device=params.means.device)
-        r = render(params, batch, background=background, backend=backend, render_depth=True)
+        r = render(params, batch, background=background, backend=backend, render_depth=False)
         rgb = r.rgb.clamp(0.0, 1.0).cpu().numpy()
         alpha = r.alpha[..., 0].cpu().numpy()
-        depth = r.depth[..., 0].cpu().numpy()
         for k, i in enumerate(idx):
-            out[i] = RGBD(rgb[k], depth_image(depth[k], alpha[k], min_opacity), alpha[k])
+            d = None
+            if smap is not None:
+                z, a = surface_depth(smap, cameras[i], backend)
+                d = depth_image(z, a, min_opacity)
+            out[i] = RGBD(rgb[k], d, alpha[k])
     return out  # type: ignore[return-value]

@@ -6,26 +6,26 @@
 the directions of real returns). Frames: the sensor frame is x forward, y left, z up (REP-103),
 azimuth counted from +x towards +y, elevation positive up; ``T_world_lidar`` places it.
 
-How a ray is cast through Gaussians (there is no closed-form ray/Gaussian-splat hit; this
-is a render-and-sample approximation):
+How a ray is cast through Gaussians (there is no closed-form ray/splat hit; this is a
+render-and-sample approximation, built on :mod:`g3r_ros.surface`):
 
 1. Gaussians whose centres lie beyond ``max_range + range_margin`` of the sensor are left
-   out: they cannot return, and in the expected depth they would pull a partly transparent
-   foreground far away (the distant sky sphere sits at hundreds of metres).
+   out: they cannot return, and they would only blend into partly transparent foreground
+   (the distant sky sphere sits at hundreds of metres).
 2. ``cameras`` pinhole cameras at the sensor origin, yawed evenly around its z axis and
-   pitched to the middle of the rays' elevation band, render expected depth (gsplat's "ED":
-   opacity-weighted mean of centre depths along the optical axis) and accumulated opacity.
-   Pixels are as fine as the beam pattern: the azimuth step across, half the smallest beam
-   spacing down (``pixel_h_deg``/``pixel_v_deg`` override). Non-square pixels keep the
-   image small (a 64-beam pattern is ~8 x 280 x 140 pixels).
-3. Each ray is projected into the camera whose yaw is nearest. Its inverse depth is
-   interpolated bilinearly from the four surrounding pixel centres (exact for a plane, whose
-   inverse depth is affine in the image), unless those four differ by more than
-   ``edge_ratio`` (a depth edge: interpolation would invent a point between two surfaces) or
-   one of them is below ``min_opacity``; then the nearest pixel is taken.
-4. range = z / cos(angle between the ray and the optical axis). A return is kept when the
-   opacity at the ray is at least ``min_opacity`` (like a real sensor, a faint echo is no
-   return) and the range is within ``[min_range, max_range]``.
+   pitched to the middle of the rays' elevation band, render the composited *plane
+   features* of the map (``surface.plane_features``: per Gaussian the plane it lies on, as a
+   vector whose dot product with a ray direction is the inverse distance to that plane) and
+   the accumulated opacity. Pixels are as fine as the beam pattern: the azimuth step across,
+   half the smallest beam spacing down (``pixel_h_deg``/``pixel_v_deg`` override); non-square
+   pixels keep the images small (the HDL-64E pattern: 8 images of ~280 x 140).
+3. Each ray is projected into the camera whose yaw is nearest. Where the inverse distances
+   of the four pixel centres around it agree within ``edge_ratio`` (and all four are opaque
+   enough), the features and opacity are interpolated bilinearly; at a depth edge the
+   nearest pixel is taken (interpolating would invent a point between two surfaces).
+4. The range is 1 / (features . ray) / opacity. A return is kept when the opacity at the ray
+   is at least ``min_opacity`` (like a real sensor, a faint echo is no return) and the range
+   lies within ``[min_range, max_range]``.
 
 Intensity is not modelled: KITTI ``.bin`` files get reflectance 0.
 """
@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .geometry import CameraBatch, PinholeCamera, make_transform
-from .render import render
-from .render.types import GaussianParams
+from .geometry import PinholeCamera, make_transform
+from .surface import as_surface_map, render_planes, within
 
 # Velodyne HDL-64E, the sensor of the KITTI car, from the manufacturer's published
 # specification (datasheet "HDL-64E"; reproduced e.g. at
@@ -183,84 +182,6 @@ class CastConfig:
             raise ValueError("edge_ratio and range_margin must be >= 0")
 
 
-# ---------------------------------------------------------------------------------------
-# Maps prepared for casting
-# ---------------------------------------------------------------------------------------
-@dataclass
-class LidarMap:
-    """A Gaussian map prepared for ray casting: ``params`` (world) with a surface normal (N,3)
-    and a ``planar`` flag (N,) per Gaussian (:func:`prepare_map`)."""
-
-    params: GaussianParams
-    normals: torch.Tensor
-    planar: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def subset(self, keep: torch.Tensor) -> LidarMap:
-        p = self.params
-        return LidarMap(GaussianParams(p.means[keep], p.quats[keep], p.log_scales[keep], p.opacity_logits[keep],
-                                       p.rgb[keep]), self.normals[keep], self.planar[keep])
-
-
-def prepare_map(params: GaussianParams, normal_k: int = 16, min_planarity: float = 0.3) -> LidarMap:
-    """Surface normals of a map from its Gaussians' *centres*: PCA over each centre's ``normal_k``
-    nearest centres (``g3r_ros.knn.surface_normals``); ``planar`` where the planarity is at least
-    ``min_planarity``. Not the Gaussians' own shortest axes: G3R's photometric updates tilt thin
-    discs freely (a tilted road disc changes the image little), and a tilted disc's plane is hit
-    far from its centre at grazing angles. Measured on the KITTI benchmark window (frame 5, road
-    ahead): own axes -0.51 m median range error, neighbour PCA +0.04 m."""
-    from .knn import surface_normals
-
-    means = params.means.detach()
-    normals, planarity = surface_normals(means.cpu().double().numpy(), normal_k)
-    return LidarMap(params, torch.as_tensor(normals, dtype=means.dtype, device=means.device),
-                    torch.as_tensor(planarity >= min_planarity, device=means.device))
-
-
-def as_lidar_map(scene_or_params, stamp: float | None = None) -> LidarMap:
-    """A :class:`LidarMap` as is; ``GaussianParams`` (world) or anything with ``params_at(stamp)``
-    (a reconstruction's output: actors placed at ``stamp``) prepared with :func:`prepare_map`."""
-    if isinstance(scene_or_params, LidarMap):
-        return scene_or_params
-    if isinstance(scene_or_params, GaussianParams):
-        return prepare_map(scene_or_params)
-    if callable(getattr(scene_or_params, "params_at", None)):
-        return prepare_map(scene_or_params.params_at(stamp))
-    raise ValueError("expected a LidarMap, GaussianParams or an object with params_at(stamp), got "
-                     f"{type(scene_or_params).__name__}")
-
-
-def _within(lmap: LidarMap, origin: np.ndarray, radius: float) -> LidarMap:
-    means = lmap.params.means
-    o = torch.as_tensor(origin, dtype=means.dtype, device=means.device)
-    return lmap.subset(((means - o) ** 2).sum(-1) <= radius * radius)
-
-
-def plane_features(lmap: LidarMap, origin: np.ndarray, R_world_sensor: np.ndarray,
-                   min_cos: float = 0.05) -> torch.Tensor:
-    """(N,3) per-Gaussian ``n / (n . (mu - o))`` in the sensor frame, for rays from ``origin`` o (world).
-
-    For a ray o + s r (r a unit vector in the sensor frame) the plane through the Gaussian's
-    centre mu with normal n is hit at 1/s = f . r: inverse range is *linear* in f, so
-    compositing f with the renderer's weights and dividing by the accumulated opacity gives
-    the expected inverse range along any ray through the pixel (on a surface of coplanar
-    Gaussians: the exact hit, whatever the weights). n is the map's surface normal where it is
-    planar; elsewhere (foliage, poles), or for a plane seen almost edge-on from o
-    (|cos| < ``min_cos``), the plane facing o (1/s = 1/|mu - o| on the ray through the centre)."""
-    p = lmap.params
-    dt, dev = p.means.dtype, p.means.device
-    rel = p.means - torch.as_tensor(origin, dtype=dt, device=dev)
-    dist = rel.norm(dim=1).clamp_min(1e-6)
-    n = lmap.normals.to(dt)
-    d = (n * rel).sum(1)
-    plane = lmap.planar & (d.abs() >= min_cos * dist)
-    n = torch.where(plane[:, None], n, rel / dist[:, None])
-    d = torch.where(plane, d, dist)
-    return (n / d[:, None]) @ torch.as_tensor(R_world_sensor, dtype=dt, device=dev)  # rows: R^T f
-
-
 @dataclass
 class RayCast:
     """ranges (R,) float32 metres along each ray, NaN where there is no return; opacity (R,)
@@ -356,12 +277,12 @@ def _sample(feat: np.ndarray, alpha: np.ndarray, rig: _Rig, dirs: np.ndarray, mi
 
 
 @torch.no_grad()
-def cast_rays(scene_or_params, T_world_lidar: np.ndarray, dirs: np.ndarray, *, max_range: float,
+def cast_rays(map_like, T_world_lidar: np.ndarray, dirs: np.ndarray, *, max_range: float,
               min_range: float = 0.0, pixel_h_deg: float = 0.2, pixel_v_deg: float = 0.2,
               config: CastConfig | None = None) -> RayCast:
     """Range along every unit direction ``dirs`` (R,3) (sensor frame) from the sensor at
-    ``T_world_lidar`` (4,4) through a map (see :func:`as_lidar_map`; pass a prepared
-    :class:`LidarMap` to cast many times). ``config.pixel_*_deg`` override the pixel sizes."""
+    ``T_world_lidar`` (4,4) through a map (anything :func:`g3r_ros.surface.as_surface_map` takes;
+    pass a prepared ``SurfaceMap`` to cast many times). ``config.pixel_*_deg`` override the pixel sizes."""
     cfg = config or CastConfig()
     cfg.validate()
     dirs = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
@@ -378,16 +299,11 @@ def cast_rays(scene_or_params, T_world_lidar: np.ndarray, dirs: np.ndarray, *, m
     ph = math.radians(cfg.pixel_h_deg if cfg.pixel_h_deg is not None else pixel_h_deg)
     pv = math.radians(cfg.pixel_v_deg if cfg.pixel_v_deg is not None else pixel_v_deg)
     rig = _ray_rig(dirs, int(cfg.cameras), ph, pv)
-    near = _within(as_lidar_map(scene_or_params), T[:3, 3], max_range + cfg.range_margin)
+    near = within(as_surface_map(map_like), T[:3, 3], max_range + cfg.range_margin)
     if len(near) == 0:
         return empty
-    p = near.params
-    feats = GaussianParams(p.means, p.quats, p.log_scales, p.opacity_logits, plane_features(near, T[:3, 3], T[:3, :3]))
     cams = [PinholeCamera(rig.K, rig.width, rig.height, T @ make_transform(R, None)) for R in rig.R]
-    out = render(feats, CameraBatch.from_cameras(cams, device=p.means.device), backend=cfg.backend,
-                 render_depth=False)
-    feat = out.rgb.double().cpu().numpy()
-    alpha = out.alpha[..., 0].double().cpu().numpy()
+    feat, alpha = render_planes(near, cams, T[:3, 3], T[:3, :3], cfg.backend)
     inv, opacity = _sample(feat, alpha, rig, dirs, cfg.min_opacity, cfg.edge_ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
         rng = 1.0 / inv
@@ -421,18 +337,18 @@ class SimulatedScan:
         return 1.0 - len(self.points) / max(self.rays, 1)
 
 
-def simulate_lidar(scene_or_params, T_world_lidar: np.ndarray, beams: BeamModel, *, stamp: float | None = None,
+def simulate_lidar(map_like, T_world_lidar: np.ndarray, beams: BeamModel, *, stamp: float | None = None,
                    config: CastConfig | None = None) -> SimulatedScan:
     """Simulate one instantaneous scan of ``beams`` from the sensor pose ``T_world_lidar`` (4,4).
 
-    scene_or_params: a :class:`LidarMap`, ``GaussianParams`` (world), or anything with
-    ``params_at(stamp)`` (a reconstruction's output: actors placed at ``stamp``). Pixel sizes
-    default to the beam pattern (module doc). Raises ``ValueError`` for bad poses or inputs."""
-    lmap = as_lidar_map(scene_or_params, stamp)
+    map_like: a ``SurfaceMap`` (prepared once, cast many times), ``GaussianParams`` (world), or
+    anything with ``params_at(stamp)`` (a reconstruction's output: actors placed at ``stamp``).
+    Pixel sizes default to the beam pattern (module doc). Raises ``ValueError`` for bad poses or inputs."""
+    smap = as_surface_map(map_like, stamp)
     dirs = beams.directions()                                   # (B, A, 3)
     B, A = dirs.shape[:2]
     flat = dirs.transpose(1, 0, 2).reshape(-1, 3)               # azimuth-major, like the sensor
-    cast = cast_rays(lmap, T_world_lidar, flat, max_range=beams.max_range, min_range=beams.min_range,
+    cast = cast_rays(smap, T_world_lidar, flat, max_range=beams.max_range, min_range=beams.min_range,
                      pixel_h_deg=beams.azimuth_step_deg, pixel_v_deg=0.5 * beams.beam_spacing_deg, config=config)
     hit = np.flatnonzero(np.isfinite(cast.ranges))
     rng = cast.ranges[hit]
