@@ -76,10 +76,12 @@ class Rig:
 
 def camera_name(image_topic: str) -> str:
     """The rig name of a recorded camera: its image topic's namespace without the leading slash
-    (``/kitti/camera_color_left/image_raw`` → ``kitti/camera_color_left``; ``/image`` → ``camera``)."""
+    (``/kitti/camera_color_left/image_raw`` → ``kitti/camera_color_left``; ``/image`` → ``camera``;
+    a trailing ``/compressed`` of image_transport is ignored)."""
     parts = [p for p in image_topic.strip("/").split("/") if p]
-    name = "/".join(parts[:-1])
-    return name or "camera"
+    if len(parts) > 1 and parts[-1] == "compressed":
+        parts = parts[:-1]
+    return "/".join(parts[:-1]) or "camera"
 
 
 def _pose7(values, where: str) -> np.ndarray:
@@ -286,6 +288,12 @@ class SensorSimulator:
         self._thread.start()
         return self
 
+    def reconfigure(self, config: SimConfig) -> None:
+        """Apply ``depth``, ``lidar``, ``min_opacity`` and ``cast`` from the next pose (queue sizes stay)."""
+        config.validate()
+        for name in ("depth", "lidar", "min_opacity", "cast"):
+            setattr(self.config, name, getattr(config, name))
+
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -403,6 +411,51 @@ class SensorSimulator:
                 "render_ms_p50": percentile_ms(render_s, 50), "render_ms_p95": percentile_ms(render_s, 95),
                 "rate_hz": rate, "rig_cameras": ", ".join(rig["cameras"]), "rig_lidar": rig["lidar"],
                 "lidar_beams": self.lidar_beams.name if self.lidar_beams else "", "last_error": last_error}
+
+
+class SessionRig:
+    """``sim.rig`` of a streaming session, called with a ``MapState``: the rig file when one is
+    given, else :func:`recorded_rig` of the session's cameras (topic → frame id as received) and
+    LiDAR (its frame's mount in ``base_frame`` from TF), simulated with ``beams``."""
+
+    def __init__(self, session, rig: str, base_frame: str, beams: BeamModel):
+        path = rig_path(rig)
+        self.fixed = load_rig(path) if path is not None else None
+        self.session, self.base_frame, self.beams = session, base_frame, beams
+
+    def camera_names(self, camera_topics: list[str]) -> list[str]:
+        """The rig's camera names (topics ``~/sim/<name>/...``), known before any map."""
+        if self.fixed is not None:
+            return [c.name for c in self.fixed.cameras]
+        return [camera_name(t) for t in camera_topics]
+
+    def _lookup(self, target: str, source: str, stamp: float | None) -> np.ndarray:
+        from .tf_tree import TransformError
+
+        try:
+            return self.session.tf.lookup(target, source, stamp)
+        except TransformError as e:
+            raise ValueError(f"recorded rig: tf: {e}") from None
+
+    def __call__(self, state) -> Rig:
+        if self.fixed is not None:
+            return self.fixed
+        world = self.session.config.window.world_frame
+        lidar = None
+        frame = self.session.lidar_frame
+        if frame:
+            try:
+                lidar = (frame, self._lookup(self.base_frame, frame, state.stamp))
+            except ValueError as e:
+                LOG.warning("the recorded rig has no LiDAR: %s", e)
+        return recorded_rig(state.window.keyframes, self.session.camera_frames,
+                            lambda t: self._lookup(world, self.base_frame, t), lidar, self.beams)
+
+
+def rig_for_session(session, rig: str, base_frame: str, beams: BeamModel) -> SessionRig:
+    """The ``rig_for`` of a :class:`SensorSimulator` serving a streaming session (``ValueError``
+    for a bad rig file)."""
+    return SessionRig(session, rig, base_frame, beams)
 
 
 def rig_path(value: str) -> Path | None:
