@@ -15,7 +15,7 @@ first (each is an explicit request), with their own bounded queue.
 
 The rig (:class:`Rig`) is the recorded cameras by default (:func:`recorded_rig`: intrinsics
 and ``T_base_cam`` of each camera's keyframes in the map's window, the LiDAR's mount from
-TF), or a YAML file (:func:`load_rig`, ``config/sim_rig_kitti.yaml``).
+TF), or a YAML file (:func:`load_rig`, ``config/sim_rig_synth.yaml``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _pose7(values, where: str) -> np.ndarray:
 
 
 def load_rig(path) -> Rig:
-    """A rig YAML (``config/sim_rig_kitti.yaml`` documents the format) → :class:`Rig`; ``ValueError``
+    """A rig YAML (``config/sim_rig_synth.yaml`` documents the format) → :class:`Rig`; ``ValueError``
     naming the entry on a bad value."""
     from .config import load_yaml
 
@@ -153,6 +153,17 @@ def recorded_rig(keyframes, camera_topics: dict[str, str], T_world_base_at: Call
         raise ValueError("no recorded camera has a keyframe in the map's window")
     rl = RigLidar(lidar[0], np.asarray(lidar[1], dtype=np.float64), beams) if lidar and beams else None
     return Rig(cams, rl)
+
+
+class StaticMap:
+    """A fixed map (``GaussianParams``, world) as a reconstruction output: the same Gaussians at
+    every stamp (a PLY, or a window without actors)."""
+
+    def __init__(self, params, metrics: dict | None = None):
+        self._params, self.metrics = params, dict(metrics or {})
+
+    def params_at(self, stamp):
+        return self._params
 
 
 # ---------------------------------------------------------------------------------------

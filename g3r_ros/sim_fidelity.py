@@ -71,28 +71,32 @@ def ghost_mask(scan: SimulatedScan, real_points: np.ndarray, tolerance_cells: in
     return ~occupied[scan.ring.astype(np.int64), scan.azimuth_index.astype(np.int64)]
 
 
-def compare_scan(params, T_world_lidar: np.ndarray, real_points: np.ndarray, scan: SimulatedScan, *,
+def range_metrics(real_ranges: np.ndarray, sim_ranges: np.ndarray) -> dict:
+    """Per-return comparison: real ranges (N,) and the simulated ranges along the same rays (N,),
+    NaN where the simulation has no return."""
+    hit = np.isfinite(sim_ranges)
+    err = np.abs(sim_ranges[hit].astype(np.float64) - real_ranges[hit])
+    return {"real_returns": int(len(real_ranges)), "matched_returns": int(hit.sum()),
+            "median_abs_error_m": _median(err), "mean_abs_error_m": float(err.mean()) if len(err) else None,
+            "within_0_5m": _frac(err <= 0.5), "within_0_2m": _frac(err <= 0.2), "drop_rate": _frac(~hit)}
+
+
+def compare_scan(map_like, T_world_lidar: np.ndarray, real_points: np.ndarray, scan: SimulatedScan, *,
                  tolerance_cells: int = 1, config: CastConfig | None = None) -> dict:
     """Simulated LiDAR vs a real (or exact) scan ``real_points`` (N,3, sensor frame) at ``T_world_lidar``.
 
     ``scan``: :func:`~g3r_ros.lidar_sim.simulate_lidar` of the same map and pose (for the ghost
-    rate). Returns JSON-ready figures (module doc) and the raw per-return arrays under ``_``."""
+    rate). Returns JSON-ready figures (module doc) and, under ``"_"``, the compared real returns
+    (M,3) and both ranges per return, for subsets (:func:`range_metrics`)."""
     beams = scan.beams
     real = real_returns_in_range(real_points, beams)
     r_real = np.linalg.norm(real, axis=1)
-    cast = cast_rays(params, T_world_lidar, real / np.maximum(r_real[:, None], 1e-12), max_range=beams.max_range,
+    cast = cast_rays(map_like, T_world_lidar, real / np.maximum(r_real[:, None], 1e-12), max_range=beams.max_range,
                      min_range=beams.min_range, pixel_h_deg=beams.azimuth_step_deg,
                      pixel_v_deg=0.5 * beams.beam_spacing_deg, config=config)
-    hit = np.isfinite(cast.ranges)
-    err = np.abs(cast.ranges[hit].astype(np.float64) - r_real[hit])
     ghosts = ghost_mask(scan, real, tolerance_cells) if len(scan) else np.zeros(0, bool)
-    return {
-        "real_returns": int(len(real)), "simulated_returns": int(len(scan)), "matched_returns": int(hit.sum()),
-        "median_abs_error_m": _median(err), "mean_abs_error_m": float(err.mean()) if len(err) else None,
-        "within_0_5m": _frac(err <= 0.5), "within_0_2m": _frac(err <= 0.2),
-        "drop_rate": _frac(~hit), "ghost_rate": _frac(ghosts),
-        "_": {"real_ranges": r_real, "sim_ranges": cast.ranges, "real_dirs_points": real},
-    }
+    return {**range_metrics(r_real, cast.ranges), "simulated_returns": int(len(scan)), "ghost_rate": _frac(ghosts),
+            "_": {"points": real, "real_ranges": r_real, "sim_ranges": cast.ranges}}
 
 
 def project_scan(camera: PinholeCamera, points_world: np.ndarray, min_depth: float = 0.5) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``g3r bench {render,reconstruct,node}``: benchmarks that print one JSON object.
+"""``g3r bench {render,reconstruct,train,sim,node}``: benchmarks that print one JSON object.
 
 Each benchmark is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``:
 ``g3r_ros.benchmarks.<name>`` for the ROS-free ones, ``g3r_ros.ros.benchmark_node`` for the
@@ -12,7 +12,7 @@ import importlib
 NAME = "bench"
 HELP = "benchmarks (print JSON; ratios against a baseline measured in the same run)"
 BENCHMARKS = {"render": "g3r_ros.benchmarks.render", "reconstruct": "g3r_ros.benchmarks.reconstruct",
-              "train": "g3r_ros.benchmarks.train",
+              "train": "g3r_ros.benchmarks.train", "sim": "g3r_ros.benchmarks.sim",
               "node": "g3r_ros.ros.benchmark_node"}
 
 

@@ -146,7 +146,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("sim.pose_type", "pose_stamped", "message type of sim.pose_topic: pose_stamped (geometry_msgs/PoseStamped) "
        "or odometry (nav_msgs/Odometry, pose of child_frame_id in header.frame_id)", choices=POSE_TYPES),
     _p("sim.rig", "", "'' = the recorded cameras (intrinsics and extrinsics from the map's keyframes) and LiDAR "
-       "(mount from TF); or a rig YAML (config/sim_rig_kitti.yaml)"),
+       "(mount from TF); or a rig YAML (config/sim_rig_synth.yaml)"),
     _p("sim.base_frame", "base_link", "the frame the pose stream moves; the recorded rig's extrinsics are "
        "relative to it"),
     _p("sim.queue_size", 2, "poses waiting to be rendered; when full the oldest is dropped (counted in ~/status)",
