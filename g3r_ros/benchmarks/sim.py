@@ -41,6 +41,7 @@ LOG = logging.getLogger(__name__)
 SYNTH_SEEDS = (3000, 3001)  # held-out seeds (g3r bench reconstruct's; never in any training range)
 RANGE_BANDS = ((0, 10), (10, 20), (20, 40), (40, 200))
 
+
 def add_arguments(p):
     p.add_argument("--kitti", default="auto", help="KITTI odometry sequence dir; 'auto': ../shared/data/"
                    "kitti-odometry-04 when present; 'none'")
