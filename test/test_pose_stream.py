@@ -92,7 +92,8 @@ def test_recorded_rig_from_keyframes():
     from g3r_ros.window import Keyframe
 
     T_world_base = make_transform(None, [5.0, 1.0, 0.0])
-    kf = Keyframe(np.zeros((48, 64, 3), np.uint8), PinholeCamera(K, 64, 48, T_world_base @ T_BASE_CAM), 2.0, "front_optical")
+    camera = PinholeCamera(K, 64, 48, T_world_base @ T_BASE_CAM)
+    kf = Keyframe(np.zeros((48, 64, 3), np.uint8), camera, 2.0, "front_optical")
     r = recorded_rig([kf], {"/front/image_raw": "front_optical", "/side/image_raw": "side_optical"},
                      lambda t: T_world_base, ("velodyne", np.eye(4)), BEAMS)
     assert [c.name for c in r.cameras] == ["front"] and r.cameras[0].frame_id == "front_optical"
