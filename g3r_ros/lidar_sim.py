@@ -18,7 +18,7 @@ render-and-sample approximation, built on :mod:`g3r_ros.surface`):
    vector whose dot product with a ray direction is the inverse distance to that plane) and
    the accumulated opacity. Pixels are as fine as the beam pattern: the azimuth step across,
    half the smallest beam spacing down (``pixel_h_deg``/``pixel_v_deg`` override); non-square
-   pixels keep the images small (the HDL-64E pattern: 8 images of ~280 x 140).
+   pixels keep the images small (the HDL-64E pattern: 8 images of 288 x 144).
 3. Each ray is projected into the camera whose yaw is nearest. Where the inverse distances
    of the four pixel centres around it agree within ``edge_ratio`` (and all four are opaque
    enough), the features and opacity are interpolated bilinearly; at a depth edge the

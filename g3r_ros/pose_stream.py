@@ -41,18 +41,31 @@ LOG = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------
 @dataclass
 class RigCamera:
-    """One camera: ``name`` (topics ``~/sim/<name>/...``), ``frame_id`` of its optical frame,
-    intrinsics K (3,3) for ``width`` x ``height`` pixels, ``T_base_cam`` (4,4) optical frame in base."""
+    """One camera: ``name`` (topics ``~/sim/<name>/...``), ``frame_id`` of its optical frame, and
+    ``mount``: its intrinsics and size, posed at ``T_base_cam`` (the optical frame in the base frame)."""
 
     name: str
     frame_id: str
-    K: np.ndarray
-    width: int
-    height: int
-    T_base_cam: np.ndarray
+    mount: PinholeCamera
+
+    @property
+    def K(self) -> np.ndarray:
+        return self.mount.K
+
+    @property
+    def width(self) -> int:
+        return self.mount.width
+
+    @property
+    def height(self) -> int:
+        return self.mount.height
+
+    @property
+    def T_base_cam(self) -> np.ndarray:
+        return self.mount.T_world_cam
 
     def camera(self, T_world_base: np.ndarray) -> PinholeCamera:
-        return PinholeCamera(self.K, self.width, self.height, T_world_base @ self.T_base_cam)
+        return self.mount.with_pose(T_world_base @ self.mount.T_world_cam)
 
 
 @dataclass
@@ -108,14 +121,16 @@ def load_rig(path) -> Rig:
         try:
             fx, fy, cx, cy = (float(x) for x in c["intrinsics"])
             w, h = int(c["width"]), int(c["height"])
+            if w <= 0 or h <= 0 or fx <= 0 or fy <= 0:
+                raise ValueError(f"{where}: size and focal lengths must be positive")
             cam = RigCamera(str(c["name"]).strip("/"), str(c.get("frame_id") or c["name"]),
-                            np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), w, h,
-                            _pose7(c["T_base_cam"], where + ".T_base_cam"))
+                            PinholeCamera(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), w, h,
+                                          _pose7(c["T_base_cam"], where + ".T_base_cam")))
         except (KeyError, TypeError) as e:
             raise ValueError(f"{where}: needs name, width, height, intrinsics [fx,fy,cx,cy] and "
                              f"T_base_cam [x,y,z,qw,qx,qy,qz] ({e})") from None
-        if w <= 0 or h <= 0 or fx <= 0 or fy <= 0 or not cam.name:
-            raise ValueError(f"{where}: size, focal lengths and name must be positive / non-empty")
+        if not cam.name:
+            raise ValueError(f"{where}: the name must not be empty")
         cams.append(cam)
     if not cams:
         raise ValueError(f"{path}: a rig needs at least one camera")
@@ -147,8 +162,7 @@ def recorded_rig(keyframes, camera_topics: dict[str, str], T_world_base_at: Call
         if kf is None:
             continue
         T_base_cam = invert_transform(T_world_base_at(kf.stamp)) @ kf.camera.T_world_cam
-        cams.append(RigCamera(camera_name(topic), frame, kf.camera.K.copy(), kf.camera.width, kf.camera.height,
-                              T_base_cam))
+        cams.append(RigCamera(camera_name(topic), frame, kf.camera.with_pose(T_base_cam)))
     if not cams:
         raise ValueError("no recorded camera has a keyframe in the map's window")
     rl = RigLidar(lidar[0], np.asarray(lidar[1], dtype=np.float64), beams) if lidar and beams else None

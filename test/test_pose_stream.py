@@ -42,7 +42,9 @@ def state():
 
 
 def rig() -> Rig:
-    return Rig([RigCamera("front", "front_optical", K, 64, 48, T_BASE_CAM)],
+    from g3r_ros.geometry import PinholeCamera
+
+    return Rig([RigCamera("front", "front_optical", PinholeCamera(K, 64, 48, T_BASE_CAM))],
                RigLidar("velodyne", make_transform(None, [0.0, 0.0, 0.0]), BEAMS))
 
 

@@ -322,7 +322,7 @@ def pose_stream_hz(state, rig, poses: list[np.ndarray], *, lidar: bool, beams=No
 def _speed_block(ctx, n_poses: int) -> dict:
     from PIL import Image
 
-    from ..geometry import invert_transform
+    from ..geometry import PinholeCamera, invert_transform
     from ..lidar_sim import kitti_hdl64
     from ..pose_stream import Rig, RigCamera, RigLidar, StaticMap
     from ..streaming import MapState
@@ -332,8 +332,8 @@ def _speed_block(ctx, n_poses: int) -> dict:
     frame = int(np.argmin(np.abs(ctx["stamps"] - kf.stamp)))
     T_base_cam = invert_transform(T_map_velo[frame]) @ kf.camera.T_world_cam  # the recorded extrinsics
     w_full, h_full = Image.open(next((seq / "image_2").glob("*.png"))).size
-    small = RigCamera("left", kf.camera_name, kf.camera.K, kf.camera.width, kf.camera.height, T_base_cam)
-    full = RigCamera("left", kf.camera_name, ctx["calib"].K2, w_full, h_full, T_base_cam)
+    small = RigCamera("left", kf.camera_name, kf.camera.with_pose(T_base_cam))
+    full = RigCamera("left", kf.camera_name, PinholeCamera(ctx["calib"].K2, w_full, h_full, T_base_cam))
     lidar = RigLidar("velodyne", np.eye(4), kitti_hdl64())
     state = MapState(1, StaticMap(ctx["params"]), window, window.keyframes[-1].stamp, kf.camera)
     state._surface = ctx["smap"]
