@@ -346,8 +346,7 @@ class SensorSimulator:
         return rig
 
     def _map_at(self, state, stamp: float):
-        t = stamp if stamp > 0 else state.stamp
-        return state.surface().at(state.output.params_at(t))
+        return state.surface_at(stamp if stamp > 0 else state.stamp)
 
     def render_pose(self, state, sample: PoseSample) -> SimFrame:
         """Render every rig camera (and the LiDAR when configured) at a base-frame pose. ``ValueError``

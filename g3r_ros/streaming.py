@@ -97,6 +97,13 @@ class MapState:
             self._surface = surface_map(self.output.params_at(self.stamp))
         return self._surface
 
+    def surface_at(self, stamp: float):
+        """The surface map with actors at ``stamp`` (the map's own, without decoding, when the
+        window has no actors: every stamp renders the same Gaussians)."""
+        if self.window is None or not self.window.actors:
+            return self.surface()
+        return self.surface().at(self.output.params_at(stamp))
+
 
 @dataclass
 class ViewRequest:
@@ -626,8 +633,7 @@ class StreamingSession:
         from .depth import render_rgbd
         from .metrics import to_uint8
 
-        smap = state.surface().at(state.output.params_at(render_t))
-        view = render_rgbd(smap, [camera], min_opacity=self.config.depth_min_opacity)[0]
+        view = render_rgbd(state.surface_at(render_t), [camera], min_opacity=self.config.depth_min_opacity)[0]
         if self._on_view is not None:
             self._on_view(camera, np.asarray(to_uint8(view.rgb)), reply_stamp, view.depth)
 

@@ -183,7 +183,7 @@ def _real_block(args, out: Path, device, model) -> tuple[dict | None, dict | Non
             res = _lidar_case(smap, T_map_velo[f], real_pts, beams, 1, window.source_keyframes)
             scan = res.pop("scan")
             if name == "g3r":
-                pictures.append((f, real_pts, scan))
+                pictures.append((f, real_pts, scan, res["_"]))
             rows[name].append({"frame": f, **_clean(res)})
         t0 = time.perf_counter()
         view = render_rgbd(maps["g3r"], [kf.camera])[0]
@@ -351,37 +351,40 @@ def _speed_block(ctx, n_poses: int) -> dict:
 # ---------------------------------------------------------------------------------------
 # The picture
 # ---------------------------------------------------------------------------------------
-def scan_picture(real_points: np.ndarray, scan, path, title: str) -> Path:
-    """Bird's-eye view of a simulated scan (red) over the real one (black), sensor frame, 40 m ahead."""
+def scan_picture(real_points: np.ndarray, scan, compared: dict, path, title: str) -> Path:
+    """Left: bird's-eye view of a simulated scan (red) over the real one (black), sensor frame.
+    Right: simulated against real range along every real return (``compared``: the ``"_"`` of
+    :func:`~g3r_ros.sim_fidelity.compare_scan`), as a 2-D histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
     from ..report import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
-    for pts, colour, label, size in ((real_points, "k", "real HDL-64E scan", 0.4),
-                                     (scan.points, "tab:red", "simulated from the G3R map", 0.4)):
+    for pts, colour, label, alpha in ((real_points, "k", "real HDL-64E scan", 0.8),
+                                      (scan.points, "tab:red", "simulated from the G3R map", 0.35)):
         keep = (pts[:, 0] > -10) & (pts[:, 0] < 40) & (np.abs(pts[:, 1]) < 20)
-        ax.scatter(pts[keep, 0], pts[keep, 1], s=size, c=colour, alpha=0.6 if colour == "k" else 0.5,
-                   linewidths=0, label=label, rasterized=True)
+        ax.scatter(pts[keep, 0], pts[keep, 1], s=0.25, c=colour, alpha=alpha, linewidths=0, label=label,
+                   rasterized=True)
     ax.set_aspect("equal")
     ax.set_xlabel("x forward [m]")
     ax.set_ylabel("y left [m]")
-    ax.legend(markerscale=15, loc="lower left", fontsize=8)
-    ax.set_title("top view")
+    ax.legend(markerscale=20, loc="lower left", fontsize=8)
+    ax.set_title("top view (the map covers what the front camera saw)")
     ax = axes[1]
-    for pts, colour in ((real_points, "k"), (scan.points, "tab:red")):
-        r = np.linalg.norm(pts, axis=1)
-        az = np.degrees(np.arctan2(pts[:, 1], pts[:, 0]))
-        el = np.degrees(np.arcsin(np.clip(pts[:, 2] / np.maximum(r, 1e-9), -1, 1)))
-        keep = np.abs(az) < 60
-        ax.scatter(-az[keep], el[keep], s=0.3, c=colour, alpha=0.5, linewidths=0, rasterized=True)
-    ax.set_xlabel("azimuth [deg] (right +)")
-    ax.set_ylabel("elevation [deg]")
-    ax.set_title("beams ahead (±60°)")
+    real_r, sim_r = compared["real_ranges"], compared["sim_ranges"]
+    hit = np.isfinite(sim_r)
+    lim = 60.0
+    ax.hist2d(real_r[hit], sim_r[hit], bins=120, range=[[0, lim], [0, lim]], norm=LogNorm(), cmap="magma_r")
+    ax.plot([0, lim], [0, lim], "c-", lw=0.8)
+    ax.set_xlabel("real range [m]")
+    ax.set_ylabel("simulated range along the same ray [m]")
+    ax.set_title(f"per real return ({hit.sum()} with a simulated return, {(~hit).sum()} dropped)", fontsize=9)
+    ax.set_aspect("equal")
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
@@ -403,12 +406,13 @@ def run(args) -> int:
     synth = _synth_block(args, model, device)
     speed = _speed_block(ctx, args.speed_poses) if ctx is not None else {}
     if ctx is not None and ctx["pictures"]:
-        f, real_pts, scan = ctx["pictures"][0]
-        title = (f"KITTI 04 frame {f} (held out): simulated HDL-64E from the G3R map of frames "
-                 f"{args.kitti_frames.replace(':', '-')} over the real scan")
-        scan_picture(real_pts, scan, out / "sim_lidar_kitti.png", title)
+        f, real_pts, scan, compared = ctx["pictures"][0]
+        a, b = (int(x) for x in args.kitti_frames.split(":"))
+        title = (f"KITTI 04 frame {f} (held out; its scan is not in the map): simulated HDL-64E from the G3R "
+                 f"map of frames {a}-{b - 1} over the real scan")
+        scan_picture(real_pts, scan, compared, out / "sim_lidar_kitti.png", title)
         if args.figure:
-            scan_picture(real_pts, scan, args.figure, title)
+            scan_picture(real_pts, scan, compared, args.figure, title)
     summary = {
         "benchmark": "sim", "device": str(device), "torch_threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in _loadavg()],
