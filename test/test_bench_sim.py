@@ -43,7 +43,8 @@ def test_bench_sim_prints_the_headline_figures(tmp_path, capsys):
     assert real["init_only"]["median_abs_error_m"] is not None
     assert set(s["targets"]) == {"real.lidar_median_abs_error_m<=0.2", "real.lidar_within_0_5m>=0.85",
                                  "real.depth_median_rel_error<=0.05", "camera_hz_306x92>=10"}
-    assert set(s["speed"]) == {"306x92", "306x92_lidar", "1226x370", "1226x370_lidar"}
+    assert set(s["speed"]) == {"306x92", "306x92_lidar", "306x92_no_depth", "1226x370", "1226x370_lidar",
+                               "1226x370_no_depth"}
     assert all(v["poses"] == 2 and v["poses_dropped"] == 0 for v in s["speed"].values())
     (syn,) = s["synthetic"]
     assert syn["seed"] == 3000 and syn["beams"] == "synth32" and syn["lidar"] and syn["depth"]

@@ -18,7 +18,7 @@ In one process, on one device:
 - **speed**: poses per second of the pose-stream simulator (``pose_stream.SensorSimulator``,
   the node's code path: bounded queue, worker thread, colour + depth of each rig camera, and
   the rig's LiDAR) on the real map, for the recorded camera at 306x92 and the full 1226x370,
-  with and without LiDAR.
+  with and without LiDAR, and without the depth image.
 
 Headline keys: ``real.lidar_median_abs_error_m``, ``real.lidar_within_0_5m``,
 ``real.depth_median_rel_error``, ``camera_hz_306x92``; ``targets`` says which are met.
@@ -283,9 +283,9 @@ def _synth_block(args, model, device) -> list[dict]:
 # ---------------------------------------------------------------------------------------
 # Speed: the pose-stream simulator on the real map
 # ---------------------------------------------------------------------------------------
-def pose_stream_hz(state, rig, poses: list[np.ndarray], *, lidar: bool, beams=None) -> dict:
+def pose_stream_hz(state, rig, poses: list[np.ndarray], *, lidar: bool, depth: bool = True, beams=None) -> dict:
     """Poses per second through a :class:`~g3r_ros.pose_stream.SensorSimulator` (its worker
-    thread renders every rig camera, colour + depth, and the rig's LiDAR when ``lidar``): all
+    thread renders every rig camera, colour and (``depth``) depth, and the rig's LiDAR when ``lidar``): all
     ``poses`` (T_world_base, 4x4) are offered at once into a queue that holds them all, and the
     rate is poses / (first offer → last frame)."""
     from ..lidar_sim import CastConfig
@@ -299,7 +299,7 @@ def pose_stream_hz(state, rig, poses: list[np.ndarray], *, lidar: bool, beams=No
         if len(frames) == len(poses):
             done.set()
 
-    sim = SensorSimulator(SimConfig(queue_size=len(poses), lidar=lidar, cast=CastConfig()),
+    sim = SensorSimulator(SimConfig(queue_size=len(poses), lidar=lidar, depth=depth, cast=CastConfig()),
                           current_map=lambda: state, resolve=lambda frame, T, stamp: T, rig_for=lambda s: rig,
                           lidar_beams=beams, on_frame=on_frame)
     state.surface()  # normals once per map, as the node does on its first request
@@ -316,7 +316,7 @@ def pose_stream_hz(state, rig, poses: list[np.ndarray], *, lidar: bool, beams=No
         sim.close()
     return {"poses": len(poses), "hz": len(poses) / elapsed, "frame_ms_p50": status["render_ms_p50"],
             "poses_dropped": status["poses_dropped"], "image_size": [rig.cameras[0].width, rig.cameras[0].height],
-            "lidar": lidar}
+            "lidar": lidar, "depth": depth}
 
 
 def _speed_block(ctx, n_poses: int) -> dict:
@@ -341,9 +341,9 @@ def _speed_block(ctx, n_poses: int) -> dict:
     poses = [T_map_velo[first + int(i)] for i in np.linspace(0, len(window.keyframes) - 1, n_poses).round()]
     out = {}
     for cam in (small, full):
-        for with_lidar in (False, True):
-            key = f"{cam.width}x{cam.height}" + ("_lidar" if with_lidar else "")
-            out[key] = pose_stream_hz(state, Rig([cam], lidar), poses, lidar=with_lidar)
+        for key_tail, with_lidar, depth in (("", False, True), ("_lidar", True, True), ("_no_depth", False, False)):
+            key = f"{cam.width}x{cam.height}{key_tail}"
+            out[key] = pose_stream_hz(state, Rig([cam], lidar), poses, lidar=with_lidar, depth=depth)
             LOG.info("pose stream %s: %.2f Hz", key, out[key]["hz"])
     return out
 
@@ -426,6 +426,7 @@ def run(args) -> int:
         "camera_hz_1226x370": _r(speed.get("1226x370", {}).get("hz"), 3),
         "camera_lidar_hz_306x92": _r(speed.get("306x92_lidar", {}).get("hz"), 3),
         "camera_lidar_hz_1226x370": _r(speed.get("1226x370_lidar", {}).get("hz"), 3),
+        "camera_no_depth_hz_306x92": _r(speed.get("306x92_no_depth", {}).get("hz"), 3),
         "wall_time_s": _r(time.perf_counter() - t_start, 1),
         "out": str(out),
     }
