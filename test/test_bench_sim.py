@@ -7,9 +7,8 @@ import argparse
 import json
 
 import pytest
-import yaml
 from surface_scenes import plane_scene
-from test_bench_reconstruct import DATA, tiny_model
+from test_bench_reconstruct import DATA, tiny_model, tiny_train_config
 
 from g3r_ros.benchmarks import sim as bench
 
@@ -20,15 +19,10 @@ def test_bench_sim_prints_the_headline_figures(tmp_path, capsys):
         pytest.skip(f"KITTI odometry data not found at {DATA}")
     from g3r_ros.export import write_ply
 
-    cfg = {"data": {"synth_train_seeds": [1000, 1001], "synth_val_seeds": [2000, 2001],
-                    "synth": {"frames": 4, "width": 48, "height": 32, "cameras": 1, "actors": 1, "supersample": 1},
-                    "window": {"held_out_every": 4, "max_points": 20000}, "cache_dir": str(tmp_path / "cache")},
-           "init": {"max_points": 500, "actor_max_points": 60, "distant": {"n_lat": 4, "n_lon": 16},
-                    "blind_spots": {"max_points": 100}}}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = tiny_train_config(tmp_path)
     ply = write_ply(tmp_path / "map.ply", plane_scene(spacing=0.5, extent=20.0))  # a stand-in map: the pipeline
     args = argparse.Namespace(kitti="auto", kitti_frames="0:12", map=str(ply), model=str(tiny_model(tmp_path / "m.pt")),
-                              synth_seeds="3000", config=str(tmp_path / "cfg.yaml"), speed_poses=2, device="cpu",
+                              synth_seeds="3000", config=str(cfg), speed_poses=2, device="cpu",
                               out=str(tmp_path / "out"), figure=str(tmp_path / "fig.png"), quiet=True)
     assert bench.run(args) == 0
     s = json.loads(capsys.readouterr().out)
