@@ -38,9 +38,9 @@ class G3RReconstructor:
     def __init__(self, model_path, *, steps: int = 24, turbo: bool = False, device: str = "auto",
                  settings_file: str | Path | None = None):
         from .config import config_path, from_dict, load_yaml
+        from .devices import resolve_device
         from .initialization import InitConfig
         from .model import load_model
-        from .devices import resolve_device
         from .reconstruct import ReconstructConfig
 
         sections: dict = {}

@@ -87,6 +87,22 @@ class MapState:
     stamp: float  # the window's last keyframe stamp: the map is published (and saved) at it
     view_camera: object  # PinholeCamera of the first camera: intrinsics and size of novel views
     metrics: dict = field(default_factory=dict)
+    _surface: object = field(default=None, repr=False)
+
+    def surface(self):
+        """The map at its stamp with surface normals (``g3r_ros.surface.SurfaceMap``), computed once."""
+        if self._surface is None:
+            from .surface import surface_map
+
+            self._surface = surface_map(self.output.params_at(self.stamp))
+        return self._surface
+
+    def surface_at(self, stamp: float):
+        """The surface map with actors at ``stamp`` (the map's own, without decoding, when the
+        window has no actors: every stamp renders the same Gaussians)."""
+        if self.window is None or not self.window.actors:
+            return self.surface()
+        return self.surface().at(self.output.params_at(stamp))
 
 
 @dataclass
@@ -119,6 +135,7 @@ class StreamConfig:
     lateral_offsets: list[float] = field(default_factory=list)
     max_offset_views: int = 64
     live_stamps: bool = True  # header stamps are wall-clock times (no replay clock): latency is measured
+    depth_min_opacity: float = 0.5  # novel-view depth is NaN where the accumulated opacity is below this
 
     @property
     def time_jump_s(self) -> float:
@@ -127,7 +144,7 @@ class StreamConfig:
 
 
 RUNTIME_FIELDS = ("reconstruct_every", "queue_limit", "flush_on_idle_s", "status_period", "log_throttle_s",
-                  "save_on_shutdown", "lateral_offsets", "max_offset_views")
+                  "save_on_shutdown", "lateral_offsets", "max_offset_views", "depth_min_opacity")
 RUNTIME_WINDOW_FIELDS = ("window_seconds", "window_meters", "held_out_every")
 
 
@@ -170,7 +187,8 @@ def status_levels(values: dict[str, dict]) -> dict[str, str]:
     levels = {}
     for name, vals in values.items():
         warn = (name.endswith("input") and vals.get("inbox_dropped")) or \
-            (name.endswith("reconstruction") and (vals.get("failed") or vals.get("windows_dropped")))
+            (name.endswith("reconstruction") and (vals.get("failed") or vals.get("windows_dropped"))) or \
+            (name.endswith("sim") and (vals.get("poses_dropped") or vals.get("poses_failed")))
         levels[name] = "warn" if warn else "ok"
     return levels
 
@@ -212,8 +230,9 @@ class StreamingSession:
 
     ``now``: the stream clock in seconds (ROS time; for messages without a header and the
     status stamp). Callbacks run on the session's threads: ``on_map(MapState)``,
-    ``on_view(camera, rgb (H,W,3) uint8, reply_stamp)``, ``on_status(values)``. Call
-    :meth:`start`, then :meth:`offer` for every message, and :meth:`close` at the end.
+    ``on_view(camera, rgb (H,W,3) uint8, reply_stamp, depth (H,W) float32 metres with NaN where
+    invalid)``, ``on_status(values)``. Call :meth:`start`, then :meth:`offer` for every message,
+    and :meth:`close` at the end.
     """
 
     def __init__(self, config: StreamConfig, reconstructor: Reconstructor, *, now: Callable[[], float] = time.time,
@@ -247,6 +266,8 @@ class StreamingSession:
         self._builder_stats: dict = {}
         self._window_span = [None, None]  # camera header stamps since the last build
         self._first_camera_frame: str | None = None
+        self._camera_frames: dict[str, str] = {}  # camera topic → optical frame id (as received)
+        self._lidar_frame: str | None = None
         self._window_start: float | None = None  # last keyframe stamp of the last built window
         self._last_stamp: dict[str, float] = {}
         # images shed in offer() (time-only keyframe policy); a little under the builder's spacing
@@ -274,6 +295,16 @@ class StreamingSession:
     @property
     def map(self) -> MapState | None:
         return self._map
+
+    @property
+    def camera_frames(self) -> dict[str, str]:
+        """``{camera topic: frame id}`` of the camera topics seen so far (in ``camera_topics`` order)."""
+        return {t: self._camera_frames[t] for t in self.config.window.camera_topics if t in self._camera_frames}
+
+    @property
+    def lidar_frame(self) -> str | None:
+        """frame_id of the LiDAR scans seen so far (None before the first)."""
+        return self._lidar_frame
 
     def start(self) -> StreamingSession:
         for t in self._threads:
@@ -415,6 +446,8 @@ class StreamingSession:
                 return
             if topic in self.config.window.camera_topics and stamp is not None:
                 self._track_camera(topic, stamp, msg)
+            elif topic == self.config.window.lidar_topic and self._lidar_frame is None:
+                self._lidar_frame = str(getattr(msg.header, "frame_id", "")).lstrip("/") or None
         self._builder.add_message(topic, msg, self._now())
 
     def _check_order(self, topic: str, stamp: float | None) -> bool:
@@ -465,8 +498,10 @@ class StreamingSession:
     def _track_camera(self, topic: str, stamp: float, msg) -> None:
         lo, hi = self._window_span
         self._window_span = [stamp if lo is None else min(lo, stamp), stamp if hi is None else max(hi, stamp)]
+        if topic not in self._camera_frames:
+            self._camera_frames[topic] = str(msg.header.frame_id).lstrip("/")
         if topic == self._first_camera_topic and self._first_camera_frame is None:
-            self._first_camera_frame = str(msg.header.frame_id).lstrip("/")
+            self._first_camera_frame = self._camera_frames[topic]
 
     def _serve_control(self) -> None:
         while True:
@@ -593,13 +628,14 @@ class StreamingSession:
                 self._counts["offset_views_published"] += 1
 
     def _deliver_view(self, state: MapState, camera, reply_stamp, render_t: float) -> None:
-        """Render ``camera`` (PinholeCamera, world) with actors at ``render_t`` s → ``on_view``."""
-        from .evaluate import render_camera
+        """Render colour and depth of ``camera`` (PinholeCamera, world) with actors at ``render_t`` s
+        → ``on_view``."""
+        from .depth import render_rgbd
         from .metrics import to_uint8
 
-        rgb = to_uint8(render_camera(state.output.params_at(render_t), camera))
+        view = render_rgbd(state.surface_at(render_t), [camera], min_opacity=self.config.depth_min_opacity)[0]
         if self._on_view is not None:
-            self._on_view(camera, rgb, reply_stamp)
+            self._on_view(camera, np.asarray(to_uint8(view.rgb)), reply_stamp, view.depth)
 
     # ------------------------------------------------------------------ render thread
     def _render_loop(self) -> None:
@@ -615,27 +651,31 @@ class StreamingSession:
             except Exception as e:  # noqa: BLE001 - e.g. a render error: one request fails, not the thread
                 self.count_skip("render_request", f"{type(e).__name__}: {e}")
 
+    def resolve(self, frame: str, T_frame_x: np.ndarray, stamp: float) -> np.ndarray:
+        """``T_world_x`` of a pose ``T_frame_x`` (4,4) given in TF frame ``frame`` ('' = the world) at
+        ``stamp`` s (<= 0: the latest transform). ``ValueError`` when TF cannot place it."""
+        from .tf_tree import TransformError
+
+        world = self.config.window.world_frame
+        frame = frame.lstrip("/") or world
+        if frame == world:
+            return np.asarray(T_frame_x, dtype=np.float64)
+        try:
+            return self.tf.lookup(world, frame, stamp if stamp > 0 else None) @ T_frame_x
+        except TransformError as e:
+            raise ValueError(f"tf: {e}") from None
+
     def serve_view(self, request: ViewRequest) -> None:
         """Render one request now. ``ValueError`` when it cannot be served (no map yet, unknown
         frame or missing TF, bad pose)."""
         from .geometry import PinholeCamera
-        from .tf_tree import TransformError
 
         state = self._map
         if state is None:
             raise ValueError("no map yet")
-        world = self.config.window.world_frame
-        frame = request.frame.lstrip("/") or world
         t = request.stamp
-        if frame == world:
-            T_world_frame = np.eye(4)
-        else:
-            try:
-                T_world_frame = self.tf.lookup(world, frame, t if t > 0 else None)
-            except TransformError as e:
-                raise ValueError(f"tf: {e}") from None
         vc = state.view_camera
-        camera = PinholeCamera(vc.K, vc.width, vc.height, T_world_frame @ request.T_frame_cam)
+        camera = PinholeCamera(vc.K, vc.width, vc.height, self.resolve(request.frame, request.T_frame_cam, t))
         self._deliver_view(state, camera, request.reply_stamp, t if t > 0 else state.stamp)
         with self._lock:
             self._counts["render_requests_served"] += 1

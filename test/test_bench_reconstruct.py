@@ -27,14 +27,20 @@ def tiny_model(path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_benchmark_runs_and_writes_the_readme_section(tmp_path, capsys):
+def tiny_train_config(tmp_path: Path) -> Path:
+    """A training config with tiny synthetic scenes (4 frames of 48x32) and init budgets."""
     cfg = {"data": {"synth_train_seeds": [1000, 1001], "synth_val_seeds": [2000, 2001],
                     "synth": {"frames": 4, "width": 48, "height": 32, "cameras": 1, "actors": 1, "supersample": 1},
                     "window": {"held_out_every": 4, "max_points": 20000}, "cache_dir": str(tmp_path / "cache")},
            "init": {"max_points": 500, "actor_max_points": 60, "distant": {"n_lat": 4, "n_lon": 16},
                     "blind_spots": {"max_points": 100}}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "cfg.yaml"
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_writes_the_readme_section(tmp_path, capsys):
+    tiny_train_config(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{bench.START}\nold\n{bench.END}\n\ntail\n")
     args = argparse.Namespace(scenes=1, seed_start=3000, rig_seed=-1, config=str(tmp_path / "cfg.yaml"),

@@ -51,7 +51,7 @@ def test_gpu_train_script_dry_run(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "tools" / "gpu_train.sh"), "all", str(out), "--device", "cpu",
                            "--config", str(tmp_path / "tiny.yaml"), "--iterations", "2", "--quick",
                            "--kitti-cache", str(tmp_path / "full.npz")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check = json.loads((out / "check.json").read_text())
     assert check["parity_tests"]["rc"] == 0 and check["parity_tests"]["tests"] >= 1  # CUDA ones skip on CPU

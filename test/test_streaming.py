@@ -48,9 +48,9 @@ class Collector:
         with self.lock:
             self.maps.append(state)
 
-    def on_view(self, camera, rgb, stamp):
+    def on_view(self, camera, rgb, stamp, depth):
         with self.lock:
-            self.views.append((camera, rgb, stamp))
+            self.views.append((camera, rgb, stamp, depth))
 
     def on_status(self, values):
         with self.lock:
@@ -104,8 +104,13 @@ def test_windows_maps_views_and_status_from_a_bag(drive, tmp_path, monkeypatch):
         T_world_optical = make_transform(R_BODY_OPTICAL, [0.5, 0.0, 1.5])  # facing the wall
         session.request_view(ViewRequest("map", T_world_optical, 0.0, reply_stamp="request-7"))
         wait_for(lambda: any(v[2] == "request-7" for v in got.views), 30, "the requested view")
-        rgb = next(v[1] for v in got.views if v[2] == "request-7")
+        rgb, depth = next((v[1], v[3]) for v in got.views if v[2] == "request-7")
         assert rgb.dtype == np.uint8 and (rgb.max(axis=2) > 10).mean() > 0.25
+        # depth: metres along the optical axis to the wall plane (x = WALL_X, camera at x = 0.5), NaN off it
+        assert depth.dtype == np.float32 and depth.shape == rgb.shape[:2]
+        seen = np.isfinite(depth)
+        assert 0.25 < seen.mean() < 0.9 and np.all((rgb.max(axis=2) > 10) | ~seen)
+        np.testing.assert_allclose(np.median(depth[seen]), WALL_X - 0.5, atol=0.05)
         session.request_view(ViewRequest("no_such_frame", np.eye(4), 0.0, reply_stamp="bad"))
         wait_for(lambda: session.status_values()["g3r_ros: window"].get("skipped:render_request", 0) >= 1, 30,
                  "the refused request counted")

@@ -1,4 +1,4 @@
-"""``g3r bench {render,reconstruct,node,synth-gap}``: benchmarks that print one JSON object.
+"""``g3r bench {render,reconstruct,train,init,synth-gap,sim,node}``: benchmarks that print one JSON object.
 
 Each benchmark is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``:
 ``g3r_ros.benchmarks.<name>`` for the ROS-free ones, ``g3r_ros.ros.benchmark_node`` for the
@@ -13,7 +13,8 @@ NAME = "bench"
 HELP = "benchmarks (print JSON; ratios against a baseline measured in the same run)"
 BENCHMARKS = {"render": "g3r_ros.benchmarks.render", "reconstruct": "g3r_ros.benchmarks.reconstruct",
               "train": "g3r_ros.benchmarks.train", "init": "g3r_ros.benchmarks.init",
-              "synth-gap": "g3r_ros.benchmarks.synth_gap", "node": "g3r_ros.ros.benchmark_node"}
+              "synth-gap": "g3r_ros.benchmarks.synth_gap", "sim": "g3r_ros.benchmarks.sim",
+              "node": "g3r_ros.ros.benchmark_node"}
 
 
 def add_arguments(parser):

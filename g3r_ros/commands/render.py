@@ -3,6 +3,11 @@
 The camera pose is that of the *optical* frame (x right, y down, z forward) in the PLY's
 world frame: ``--pose x,y,z,qw,qx,qy,qz`` (``T_world_cam``), or ``--look-at`` an eye and a
 target with ``--up`` (default +z). Prints one JSON object describing the render.
+
+``--depth-out`` writes the surface depth (``g3r_ros.depth``: metres along the optical axis) in
+the format its suffix names: ``.npy`` or ``.tif``/``.tiff`` hold float32 metres with NaN where
+the accumulated opacity is below ``--min-opacity`` (the ``32FC1`` convention of
+``~/novel_view/depth``); ``.png`` holds 16-bit millimetres with 0 there (and beyond 65.535 m).
 Write a list that starts with a minus sign as ``--pose=-1,2,...`` (argparse would read
 ``-1,2,...`` as an option).
 """
@@ -44,7 +49,11 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="output PNG")
     parser.add_argument("--background", type=_floats(3, "--background"), default=[0.0, 0.0, 0.0],
                         metavar="R,G,B", help="background colour in [0,1] (default black)")
-    parser.add_argument("--depth-out", default=None, help="optional 16-bit PNG of depth in millimetres")
+    parser.add_argument("--depth-out", default=None,
+                        help="optional depth image: .npy/.tif = float32 metres, NaN where invalid; .png = 16-bit "
+                        "millimetres, 0 where invalid")
+    parser.add_argument("--min-opacity", type=float, default=0.5,
+                        help="depth is invalid where the accumulated opacity is below this (default 0.5)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
 
 
@@ -63,14 +72,15 @@ def _atomic_save_png(path, array) -> None:
 def run(args) -> int:
     import json
     import time
+    from pathlib import Path
 
     import numpy as np
     import torch
 
+    from ..depth import DEPTH_SUFFIXES, render_rgbd, write_depth
     from ..export import read_ply
-    from ..geometry import CameraBatch, PinholeCamera, look_at, pose_to_transform
+    from ..geometry import PinholeCamera, look_at, pose_to_transform
     from ..metrics import to_uint8
-    from ..render import render
 
     fx, fy, cx, cy = args.intrinsics
     w, h = args.size
@@ -80,6 +90,10 @@ def run(args) -> int:
         raise ValueError(f"focal lengths must be > 0, got fx={fx}, fy={fy}")
     if any(not 0.0 <= c <= 1.0 for c in args.background):
         raise ValueError(f"--background must be in [0,1], got {args.background}")
+    if not 0.0 <= args.min_opacity <= 1.0:
+        raise ValueError(f"--min-opacity must be in [0,1], got {args.min_opacity}")
+    if args.depth_out is not None and Path(args.depth_out).suffix.lower() not in DEPTH_SUFFIXES:
+        raise ValueError(f"--depth-out: unknown suffix {Path(args.depth_out).suffix!r}; use one of {DEPTH_SUFFIXES}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -97,18 +111,16 @@ def run(args) -> int:
     params.rgb = params.rgb.clamp(0.0, 1.0)
     bg = torch.tensor(args.background, dtype=torch.float32, device=device)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        out = render(params, CameraBatch.from_cameras([cam], device=device), background=bg,
-                     render_depth=args.depth_out is not None)
+    view = render_rgbd(params, [cam], min_opacity=args.min_opacity, depth=args.depth_out is not None,
+                       background=bg)[0]
     elapsed = time.perf_counter() - t0
-    _atomic_save_png(args.out, to_uint8(out.rgb[0]))
+    _atomic_save_png(args.out, to_uint8(view.rgb))
     result = {"out": str(args.out), "gaussians": len(params), "width": int(w), "height": int(h),
               "device": str(device), "render_s": round(elapsed, 4),
-              "coverage": round(float((out.alpha[0] > 0.5).float().mean()), 4)}
-    if args.depth_out is not None and out.depth is not None:
-        mm = (out.depth[0, ..., 0] * 1000.0).round().clamp(0, 65535).to(torch.int32).cpu().numpy()
-        mm[out.alpha[0, ..., 0].cpu().numpy() < 0.5] = 0
-        _atomic_save_png(args.depth_out, mm.astype(np.uint16))
+              "coverage": round(float((view.alpha > 0.5).mean()), 4)}
+    if args.depth_out is not None:
+        write_depth(args.depth_out, view.depth)
         result["depth_out"] = str(args.depth_out)
+        result["depth_valid"] = round(float(np.isfinite(view.depth).mean()), 4)
     print(json.dumps(result))
     return 0

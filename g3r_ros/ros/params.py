@@ -33,6 +33,8 @@ LOG = logging.getLogger(__name__)
 SENSOR_QOS = ("sensor_data", "reliable")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DEVICES = ("auto", "cpu", "cuda")
+POSE_TYPES = ("pose_stamped", "odometry")
+LIDAR_PRESETS = ("kitti64", "synth32", "generic")
 ROS_OWN = ("use_sim_time", "start_type_description_service")  # rclpy declares these itself
 
 
@@ -136,6 +138,31 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("novel_view.frame_id", "g3r_novel_view_optical", "frame_id stamped on novel-view images", runtime=True),
     _p("novel_view.max_per_window", 64, "cap on offset views published per reconstruction", runtime=True,
        lo=1, hi=10000),
+    _p("novel_view.depth_min_opacity", 0.5, "~/novel_view/depth is NaN where the accumulated opacity is below this",
+       runtime=True, lo=0, hi=1),
+    # sensor simulation ----------------------------------------------------------------
+    _p("sim.pose_topic", "", "pose stream of the base frame (sim.pose_type); for every pose each rig camera's "
+       "image, depth and camera_info are published under ~/sim/<camera>/; '' = off"),
+    _p("sim.pose_type", "pose_stamped", "message type of sim.pose_topic: pose_stamped (geometry_msgs/PoseStamped) "
+       "or odometry (nav_msgs/Odometry, pose of child_frame_id in header.frame_id)", choices=POSE_TYPES),
+    _p("sim.rig", "", "'' = the recorded cameras (intrinsics and extrinsics from the map's keyframes) and LiDAR "
+       "(mount from TF); or a rig YAML (config/sim_rig_synth.yaml)"),
+    _p("sim.base_frame", "base_link", "the frame the pose stream moves; the recorded rig's extrinsics are "
+       "relative to it"),
+    _p("sim.queue_size", 2, "poses waiting to be rendered; when full the oldest is dropped (counted in ~/status)",
+       lo=1, hi=1000),
+    _p("sim.depth", True, "also render ~/sim/<camera>/depth", runtime=True),
+    _p("sim.lidar", False, "the pose stream also publishes the rig's simulated LiDAR on ~/sim/lidar", runtime=True),
+    _p("sim.min_opacity", 0.5, "simulated depth pixels and LiDAR returns need this accumulated opacity",
+       runtime=True, lo=0, open_lo=True, hi=1),
+    _p("sim.lidar_preset", "kitti64", "LiDAR beam model: kitti64 (Velodyne HDL-64E), synth32 (g3r synth) or "
+       "generic (the sim.lidar_* values)", choices=LIDAR_PRESETS),
+    _p("sim.lidar_elevations_deg", [], "generic beam model: beam elevations (degrees)"),
+    _p("sim.lidar_azimuth_step_deg", 0.2, "generic beam model: azimuth step (degrees)", lo=0.01, hi=90),
+    _p("sim.lidar_max_range", 100.0, "generic beam model: maximum range (m)", lo=0, open_lo=True, hi=10000),
+    _p("sim.lidar_min_range", 0.0, "generic beam model: minimum range (m)", lo=0, hi=1000),
+    _p("sim.lidar_frame_id", "g3r_sim_lidar", "frame_id of ~/sim/lidar scans answering ~/sim/lidar_pose (the "
+       "points are in the requested LiDAR pose's frame)", runtime=True),
     _p("output_dir", "g3r_output", "where ~/save_map and save_on_shutdown write PLY files; a relative path is "
        "resolved once at startup against the node's working directory (logged as an absolute path)"),
     _p("save_on_shutdown", True, "write the last map to output_dir on shutdown (SIGINT or SIGTERM)", runtime=True),
@@ -190,6 +217,21 @@ class NodeConfig:
     novel_view_lateral_offsets: list = field(default_factory=lambda: list(SPECS["novel_view.lateral_offsets"].default))
     novel_view_frame_id: str = "g3r_novel_view_optical"
     novel_view_max_per_window: int = 64
+    novel_view_depth_min_opacity: float = 0.5
+    sim_pose_topic: str = ""
+    sim_pose_type: str = "pose_stamped"
+    sim_rig: str = ""
+    sim_base_frame: str = "base_link"
+    sim_queue_size: int = 2
+    sim_depth: bool = True
+    sim_lidar: bool = False
+    sim_min_opacity: float = 0.5
+    sim_lidar_preset: str = "kitti64"
+    sim_lidar_elevations_deg: list = field(default_factory=list)
+    sim_lidar_azimuth_step_deg: float = 0.2
+    sim_lidar_max_range: float = 100.0
+    sim_lidar_min_range: float = 0.0
+    sim_lidar_frame_id: str = "g3r_sim_lidar"
     output_dir: str = "g3r_output"
     save_on_shutdown: bool = True
     status_period: float = 1.0
@@ -227,7 +269,27 @@ class NodeConfig:
             queue_limit=self.reconstruction_queue_limit, flush_on_idle_s=self.window_flush_on_idle_s,
             status_period=self.status_period, log_throttle_s=self.log_throttle_s, output_dir=self.output_dir,
             save_on_shutdown=self.save_on_shutdown, lateral_offsets=list(self.novel_view_lateral_offsets),
-            max_offset_views=self.novel_view_max_per_window, live_stamps=not self.use_sim_time)
+            max_offset_views=self.novel_view_max_per_window, live_stamps=not self.use_sim_time,
+            depth_min_opacity=self.novel_view_depth_min_opacity)
+
+    def lidar_beams(self):
+        """The ``g3r_ros.lidar_sim.BeamModel`` of ``sim.lidar_preset`` (``ValueError`` naming the parameter)."""
+        from ..lidar_sim import beam_model
+
+        try:
+            return beam_model(self.sim_lidar_preset, elevations_deg=self.sim_lidar_elevations_deg,
+                              azimuth_step_deg=self.sim_lidar_azimuth_step_deg, max_range=self.sim_lidar_max_range,
+                              min_range=self.sim_lidar_min_range)
+        except ValueError as e:
+            raise ValueError(f"parameters 'sim.lidar_*': {e}") from None
+
+    def sim_config(self):
+        """The ``g3r_ros.pose_stream.SimConfig`` of the node."""
+        from ..lidar_sim import CastConfig
+        from ..pose_stream import SimConfig
+
+        return SimConfig(queue_size=self.sim_queue_size, min_opacity=self.sim_min_opacity, depth=self.sim_depth,
+                         lidar=self.sim_lidar, cast=CastConfig(min_opacity=self.sim_min_opacity))
 
     def model_path(self) -> Path:
         """The model file the default reconstructor loads."""
@@ -273,7 +335,13 @@ class NodeConfig:
         if not all(math.isfinite(v) for v in self.novel_view_lateral_offsets):
             raise ValueError(f"parameter 'novel_view.lateral_offsets' must be finite, got "
                              f"{self.novel_view_lateral_offsets}")
-        for name in ("novel_view.frame_id", "output_dir"):
+        if self.sim_pose_topic:
+            _check_topic("sim.pose_topic", self.sim_pose_topic)
+        if not all(isinstance(v, float) and math.isfinite(v) for v in self.sim_lidar_elevations_deg):
+            raise ValueError(f"parameter 'sim.lidar_elevations_deg' must be finite degrees, got "
+                             f"{self.sim_lidar_elevations_deg}")
+        self.lidar_beams()
+        for name in ("novel_view.frame_id", "output_dir", "sim.lidar_frame_id", "sim.base_frame"):
             if not getattr(self, SPECS[name].field):
                 raise ValueError(f"parameter '{name}' must not be empty")
         if self.reconstruction_implementation and ":" not in self.reconstruction_implementation:
@@ -282,6 +350,12 @@ class NodeConfig:
 
     def check_files(self) -> None:
         """Raise ``ValueError`` when the settings file or (for G3R) the model file is missing."""
+        if self.sim_rig:
+            from ..pose_stream import load_rig, rig_path
+
+            path = rig_path(self.sim_rig)
+            if path is not None:
+                load_rig(path)  # ValueError naming the entry
         if self.reconstruction_settings_file and not Path(self.reconstruction_settings_file).is_file():
             raise ValueError(f"parameter 'reconstruction.settings_file': file not found: "
                              f"{self.reconstruction_settings_file}")
