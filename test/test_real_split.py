@@ -62,7 +62,9 @@ def test_training_and_validation_windows_stay_inside_their_frames(real_windows):
     np.testing.assert_allclose(got_t, stamps[14:20], atol=1e-6)  # frames 14..19, nothing else
     assert {k.camera_name for k in t.keyframes} == {"camera_color_left", "camera_color_right"}
     np.testing.assert_allclose(sorted({k.stamp for k in v.keyframes}), stamps[39:42], atol=1e-6)
-    assert {k.camera_name for k in v.keyframes} == {"camera_color_left"}
+    assert {k.camera_name for k in v.source_keyframes} == {"camera_color_left"}  # right views: held out only
+    assert {k.camera_name for k in v.keyframes if k.camera_name.endswith("right")} and all(
+        k.held_out for k in v.keyframes if k.camera_name.endswith("right"))
     assert record["train_frames"] == [14, 20] and record["sequence"] == DATA.name
     check_benchmark_frames([0, 12], record)
 
