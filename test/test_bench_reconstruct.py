@@ -82,3 +82,12 @@ def test_real_window_is_left_only_with_right_camera_stereo_views():
     assert 0.5 < float(((right - left) ** 2).sum() ** 0.5) < 0.58  # the 0.54 m stereo baseline
     with pytest.raises(ValueError, match="train_frames"):
         bench._kitti_window(argparse.Namespace(kitti="auto", kitti_frames="10:20"), SPLIT)
+
+
+def test_anytime_margin_uses_best_so_far_curves():
+    refine = ([10.0, 20.0, 40.0], [20.0, 21.0, 20.5])   # dips at 40 s: best-so-far stays 21
+    base = ([1.0, 15.0, 30.0, 50.0], [15.0, 19.0, 21.5, 22.0])
+    # at 10: 20-15=5; 15: 20-19=1; 20: 21-19=2; 30: 21-21.5=-0.5; 40: 21-21.5; 50 is past the end
+    assert bench.anytime_margin(refine, base, 10.0, 45.0) == pytest.approx(-0.5)
+    assert bench.anytime_margin(refine, base, 10.0, 25.0) == pytest.approx(1.0)
+    assert bench.anytime_margin(([5.0], [None]), base, 10.0, 20.0) is None

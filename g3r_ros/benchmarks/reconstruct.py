@@ -53,6 +53,7 @@ def add_arguments(p):
     p.add_argument("--out", default="out/bench_reconstruct", help="plots and per-scene JSON")
     p.add_argument("--readme", default=None, help="update this README's results section (between the "
                    "'bench:reconstruct' markers) and copy the plots to docs/results/")
+    p.add_argument("--no-refine", action="store_true", help="leave out G3R + refine (halves the run time)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -72,12 +73,13 @@ def _value_at(curve_t, curve_p, t_query) -> float | None:
 
 
 def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, init_cfg, progress, out_dir,
-                 stereo_views=None, compare_png=None):
+                 stereo_views=None, compare_png=None, refine=True):
     """All methods on one window → a JSON-ready dict (+ a PSNR-vs-time plot).
 
     stereo_views: real keyframes beside the source views (the right camera of a stereo rig at
     the source stamps): every method is also scored on them ("stereo_shift"). compare_png:
-    write a contact sheet of the held-out views (ground truth, init, G3R, 3DGS) there."""
+    write a contact sheet of the held-out views (ground truth, init, G3R, 3DGS) there.
+    refine: also run G3R + per-scene refinement (``g3r_ros.refine``) up to the same 10x budget."""
     from ..baseline_3dgs import Baseline3DGSConfig, optimize_3dgs
     from ..evaluate import evaluate_keyframes, mean_band_psnr, mean_psnr, mean_ssim
     from ..initialization import init_scene
@@ -131,7 +133,7 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
         r = reconstruct(window, model, rcfg, scene=scene0, on_step=track if name == "g3r" else None,
                         progress=progress)
         if name == "g3r":
-            g3r_params_at = r.params_at
+            g3r_params_at, g3r_result = r.params_at, r
         res[name] = score_all(r.params_at) | {"time_s": t_init + r.total_s, "steps": len(r.log),
                                                "points": r.scene.num_points}
         # the final state after the last update (the step callback sees it too)
@@ -190,18 +192,70 @@ def bench_window(window, model, *, synth_scene, steps, device, baseline_factor, 
         res["lane_shift_psnr_gain_db"] = res["g3r"]["lane_shift"]["psnr"] - base_best["lane_shift"]["psnr"]
     if stereo_views:
         res["stereo_shift_psnr_gain_db"] = res["g3r"]["stereo_shift"]["psnr"] - base_best["stereo_shift"]["psnr"]
+    curves = {"G3R (steps)": g3r_curve, "3DGS baseline": base_curve}
+    methods = {"init": lambda s: scene0.params_at(ident, s), "G3R": g3r_params_at,
+               "3DGS (best, 10x)": lambda s: best["params"] if best["params"] is not None else bres.params}
+    labels = {"G3R": f"G3R ({res['g3r']['time_s']:.0f} s)", "3DGS (best, 10x)": f"3DGS best within {total_base:.0f} s"}
+    if refine:
+        rres, ref_curve = _bench_refine(window, g3r_result, g3r_time, g3r_curve, baseline_factor * g3r_time,
+                                        score, progress)
+        res["g3r_refine"] = score_all(rres.params_at) | {
+            "time_s": g3r_time + rres.total_s, "iterations": rres.iterations, "stop_reason": rres.stop_reason,
+            "points": rres.scene.num_points, "curve": {"time_s": ref_curve[0], "psnr_heldout": ref_curve[1]}}
+        res["anytime_margin_db"] = anytime_margin(ref_curve, base_curve, g3r_time, baseline_factor * g3r_time)
+        res["refine_gain_10x_db"] = max(ref_curve[1]) - base_best["heldout"]["psnr"]
+        if shifted:
+            res["refine_lane_shift_psnr_gain_db"] = res["g3r_refine"]["lane_shift"]["psnr"] - \
+                base_best["lane_shift"]["psnr"]
+        if stereo_views:
+            res["refine_stereo_shift_psnr_gain_db"] = res["g3r_refine"]["stereo_shift"]["psnr"] - \
+                base_best["stereo_shift"]["psnr"]
+        curves["G3R + refine"] = ref_curve
+        methods["G3R + refine"] = rres.params_at
+        labels["G3R + refine"] = f"G3R + refine ({res['g3r_refine']['time_s']:.0f} s)"
     if compare_png is not None and targets:
-        _compare_sheet(window, targets, {"init": lambda s: scene0.params_at(ident, s), "G3R": g3r_params_at,
-                                         "3DGS (best, 10x)": lambda s: best["params"] if best["params"] is not None
-                                         else bres.params}, compare_png,
-                       labels={"G3R": f"G3R ({res['g3r']['time_s']:.0f} s)",
-                               "3DGS (best, 10x)": f"3DGS best within {total_base:.0f} s"})
-    psnr_vs_time_plot({"G3R (steps)": g3r_curve, "3DGS baseline": base_curve},
+        _compare_sheet(window, targets, methods, compare_png, labels=labels)
+    psnr_vs_time_plot(curves,
                       Path(out_dir) / f"psnr_vs_time_{window.name}.png",
                       title=f"{window.name}: held-out PSNR vs wall time ({device.type})",
                       markers={"G3R turbo": (res["g3r_turbo"]["time_s"], res["g3r_turbo"]["heldout"]["psnr"]),
                                "G3R T=1": (res["g3r_T1"]["time_s"], res["g3r_T1"]["heldout"]["psnr"])})
     return res
+
+
+def _bench_refine(window, g3r_result, g3r_time, g3r_curve, total_budget, score, progress):
+    """G3R's map refined per scene until ``total_budget`` seconds of wall time (G3R's included);
+    held-out PSNR after every epoch (evaluation time excluded). Returns (RefineResult, curve)."""
+    from ..config import config_path, load_config
+    from ..refine import EXPLICIT_DECODERS, RefineConfig, refine
+
+    cfg = load_config(RefineConfig, config_path("refine.yaml"))
+    cfg.seconds, cfg.iters = max(total_budget - g3r_time, 1.0), None
+    targets = window.target_keyframes
+    curve = ([g3r_time], [g3r_curve[1][-1]])
+
+    def on_epoch(it, scene, entry):
+        if it == 0:
+            return
+        curve[0].append(g3r_time + entry["elapsed_s"])
+        curve[1].append(score(lambda s, sc=scene: sc.params_at(EXPLICIT_DECODERS, s), targets)["psnr"])
+
+    rres = refine(g3r_result.scene, window, cfg, decoders=g3r_result.model.decoders, on_epoch=on_epoch,
+                  progress=progress)
+    return rres, curve
+
+
+def anytime_margin(curve_a, curve_b, t_start, t_end) -> float | None:
+    """min over t in [t_start, t_end] of best-so-far(a)(t) − best-so-far(b)(t), both step curves
+    ((times, psnrs) with increasing times), at every time either curve changes (and t_start)."""
+    def best_at(curve, t):
+        vals = [p for tt, p in zip(*curve) if tt <= t and p is not None]
+        return max(vals) if vals else None
+
+    times = sorted({t_start, *[t for t in (*curve_a[0], *curve_b[0]) if t_start <= t <= t_end]})
+    margins = [best_at(curve_a, t) - best_at(curve_b, t) for t in times
+               if best_at(curve_a, t) is not None and best_at(curve_b, t) is not None]
+    return min(margins) if margins else None
 
 
 def _compare_sheet(window, targets, methods: dict, path, labels: dict) -> None:
@@ -279,7 +333,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     common = dict(model=model, steps=args.steps, device=device, baseline_factor=args.baseline_factor,
-                  progress=not args.quiet, out_dir=out)
+                  progress=not args.quiet, out_dir=out, refine=not getattr(args, "no_refine", False))
     scenes = []
     jobs = [(seed, tcfg.data.synth, wcfg, init_cfg, f"synth-{seed}") for seed in seeds]
     if rig:
@@ -318,6 +372,7 @@ def run(args) -> int:
         "lane_shift_psnr_gain_db": _mean(scenes, lambda s: s.get("lane_shift_psnr_gain_db")),
         "g3r_minus_3dgs_10x_db": _mean(scenes, lambda s: s["g3r_minus_3dgs_10x_db"]),
         "real": _real_block(real, record) if real else None,
+        "anytime": _anytime_block(scenes, real),
         "wall_time_s": time.perf_counter() - t_start,
         "out": str(out),
     }
@@ -337,12 +392,46 @@ def run(args) -> int:
             "real.g3r_gain_over_init_db>=3": (rb["g3r_gain_over_init_db"] or -1e9) >= 3.0,
             "real.stereo_shift_psnr_gain_db>=1": (rb["stereo_shift_psnr_gain_db"] or -1e9) >= 1.0,
         })
+    a = summary["anytime"]
+    if a is not None:
+        summary["targets"].update({
+            "anytime_margin_db>=0 (every window)": a["anytime_margin_db_min"] is not None
+            and a["anytime_margin_db_min"] >= 0,
+            "refine_gain_10x_db>=0.5 (real)": (a["refine_gain_10x_db_real_mean"] or -1e9) >= 0.5,
+            "refine lane shift >= 3DGS + 1 dB (synthetic)": (a["refine_lane_shift_minus_3dgs_db_mean"] or -1e9) >= 1.0,
+        })
     _mean_plot(scenes + real, out / "psnr_vs_time.png")
     write_json(out / "summary.json", summary)
     if args.readme:
         update_readme(out, args.readme, command=_command_line(args))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _anytime_block(scenes, real) -> dict | None:
+    """Issue-10 figures of G3R + refine against 3DGS (None when refinement was not run)."""
+    rows = [r for r in scenes + real if "g3r_refine" in r]
+    if not rows:
+        return None
+    margins = {r["window"]["name"]: r["anytime_margin_db"] for r in rows}
+    known = [v for v in margins.values() if v is not None]
+    synth = [r for r in scenes if "g3r_refine" in r and "lane_shift" in r["g3r_refine"]]
+    return {
+        "anytime_margin_db": margins,
+        "anytime_margin_db_min": min(known) if known else None,
+        "refine_gain_10x_db": {r["window"]["name"]: r["refine_gain_10x_db"] for r in rows},
+        "refine_gain_10x_db_real_mean": _mean([r for r in real if "g3r_refine" in r],
+                                              lambda s: s["refine_gain_10x_db"]),
+        "lane_shift_psnr": {r["window"]["name"]: {"g3r": r["g3r"]["lane_shift"]["psnr"],
+                                                  "g3r_refine": r["g3r_refine"]["lane_shift"]["psnr"],
+                                                  "baseline_3dgs": r["baseline_3dgs"]["best"]["lane_shift"]["psnr"]}
+                            for r in synth},
+        "refine_lane_shift_minus_3dgs_db_mean": _mean(synth, lambda s: s["refine_lane_shift_psnr_gain_db"]),
+        "stereo_shift_psnr": {r["window"]["name"]: {"g3r": r["g3r"]["stereo_shift"]["psnr"],
+                                                    "g3r_refine": r["g3r_refine"]["stereo_shift"]["psnr"],
+                                                    "baseline_3dgs": r["baseline_3dgs"]["best"]["stereo_shift"]["psnr"]}
+                              for r in real if "g3r_refine" in r and "stereo_shift" in r["g3r_refine"]},
+    }
 
 
 def _real_block(real, record) -> dict:
@@ -491,6 +580,7 @@ def results_markdown(out_dir, command: str) -> str:
         f"{_met(t['g3r_psnr>=baseline_at_10x-0.5dB'])}), `lane_shift_psnr_gain_db` = "
         f"{_fmt(summary['lane_shift_psnr_gain_db'])} (target ≥ 1: {_met(t['lane_shift_psnr_gain_db>=1'])}).",
         "",
+        *_anytime_markdown(summary, out, t),
         "### Held-out PSNR per image band (top, middle, bottom thirds)",
         "",
         *bands,
@@ -499,6 +589,43 @@ def results_markdown(out_dir, command: str) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _anytime_markdown(summary, out, t) -> list[str]:
+    """The G3R + refine table (issue 10), or nothing when refinement was not run."""
+    a = summary.get("anytime")
+    if not a:
+        return []
+    rows = []
+    for name, margin in a["anytime_margin_db"].items():
+        r = json.loads((out / f"{name}.json").read_text())
+        rf, b = r["g3r_refine"], r["baseline_3dgs"]
+        shift = "lane_shift" if "lane_shift" in rf else "stereo_shift" if "stereo_shift" in rf else None
+        sh = (f"{_fmt(r['g3r'][shift]['psnr'])} / {_fmt(rf[shift]['psnr'])} / {_fmt(b['best'][shift]['psnr'])}"
+              if shift else "—")
+        rows.append(f"| {name} | {_fmt(r['g3r']['heldout']['psnr'])} ({_fmt(r['g3r']['time_s'], 0)} s) | "
+                    f"{_fmt(max(rf['curve']['psnr_heldout']))} | {_fmt(b['psnr_at_10x_g3r_time'])} | {_fmt(margin)} | "
+                    f"{_fmt(r['refine_gain_10x_db'])} | {sh} |")
+    return [
+        "### Anytime: G3R, then per-scene refinement, against 3DGS at every time budget",
+        "",
+        "G3R's map refined per scene (`g3r_ros.refine`) for the same 10x budget as 3DGS. `anytime margin`: the "
+        "minimum over time, from G3R's time to the 10x budget, of the two best-so-far held-out curves' "
+        "difference (refine − 3DGS); ≥ 0 means G3R + refine is never behind.",
+        "",
+        "| window | G3R (time) | G3R + refine at 10x | 3DGS at 10x | anytime margin | refine − 3DGS at 10x "
+        "| shift PSNR: G3R / refined / 3DGS |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Targets: `anytime_margin_db` ≥ 0 on every window: {_met(t['anytime_margin_db>=0 (every window)'])} "
+        f"(min {_fmt(a['anytime_margin_db_min'])}); `refine_gain_10x_db` ≥ +0.5 on the real windows: "
+        f"{_met(t['refine_gain_10x_db>=0.5 (real)'])} ({_fmt(a['refine_gain_10x_db_real_mean'])}); refined "
+        "lane-shift PSNR ≥ 3DGS + 1 dB on the synthetic scenes: "
+        f"{_met(t['refine lane shift >= 3DGS + 1 dB (synthetic)'])} "
+        f"({_fmt(a['refine_lane_shift_minus_3dgs_db_mean'])}).",
+        "",
+    ]
 
 
 def update_readme(out_dir, readme, command: str) -> None:
@@ -566,10 +693,14 @@ def _mean_plot(scenes, path):
         g, b = s["g3r"]["curve"], s["baseline_3dgs"]["curve"]
         ax.plot(g["time_s"], g["psnr_heldout"], "-o", color=color, ms=3, label=f"G3R {s['window']['name']}")
         ax.plot(b["time_s"], b["psnr_heldout"], "--", color=color, label=f"3DGS {s['window']['name']}")
+        if "g3r_refine" in s:
+            rc = s["g3r_refine"]["curve"]
+            ax.plot(rc["time_s"], rc["psnr_heldout"], ":", color=color, lw=2,
+                    label=f"G3R+refine {s['window']['name']}")
     ax.set_xscale("log")
     ax.set_xlabel("wall time [s]")
     ax.set_ylabel("held-out PSNR [dB]")
-    ax.set_title("G3R steps (solid) vs per-scene 3DGS (dashed), held-out scenes")
+    ax.set_title("G3R (solid), G3R + refine (dotted), 3DGS (dashed): held-out windows", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
