@@ -55,7 +55,7 @@ HDL64_AZIMUTH_STEP_DEG = 0.0864 * 2  # 10 Hz
 HDL64_MAX_RANGE, HDL64_MIN_RANGE = 120.0, 0.9
 HDL64_SOURCE = ("Velodyne HDL-64E datasheet: 64 channels, vertical FOV +2.0..-24.9 deg (~0.4 deg), azimuth "
                 "0.08-0.35 deg at 5-20 Hz (10 Hz: 0.1728 deg), range 120 m; min range ~0.9 m (user manual)")
-PRESETS = ("kitti64", "synth32", "generic")
+PRESETS = ("kitti64", "synth", "generic")
 
 
 @dataclass(frozen=True)
@@ -120,15 +120,17 @@ def kitti_hdl64() -> BeamModel:
 
 
 def synthetic_beams(config=None) -> BeamModel:
-    """The beam pattern of ``g3r synth`` drives (its LiDAR mount for ``config``, default
-    ``SynthConfig()``: 32 beams +2..-24 deg, 1800 azimuth steps, 1-80 m)."""
+    """The nominal beam pattern of ``g3r synth`` drives for ``config`` (default ``SynthConfig()``:
+    64 beams in KITTI's HDL-64E layout, +2..-24.33 deg, 2000 azimuth steps). The per-drive
+    beam bias the generator adds on top is noise, not part of the pattern."""
     from .synthetic import SynthConfig
-    from .synthetic.scene import _lidar_mount
+    from .synthetic.beams import beam_elevations_deg
 
-    mount = _lidar_mount(config or SynthConfig())
-    return BeamModel("synth32" if len(mount.elevations) == 32 else f"synth{len(mount.elevations)}",
-                     tuple(np.rad2deg(mount.elevations)), 360.0 / mount.azimuth_steps, float(mount.max_range),
-                     float(mount.min_range), "g3r_ros.synthetic (SynthConfig lidar_*)")
+    cfg = config or SynthConfig()
+    el = beam_elevations_deg(cfg.lidar_pattern, cfg.lidar_beams, cfg.lidar_fov_up_deg, cfg.lidar_fov_down_deg)
+    return BeamModel("synth", tuple(float(v) for v in el),
+                     360.0 / cfg.lidar_azimuth_steps, float(cfg.lidar_max_range), float(cfg.lidar_min_range),
+                     "g3r_ros.synthetic (SynthConfig lidar_*)")
 
 
 def generic_beams(elevations_deg, azimuth_step_deg: float, max_range: float, min_range: float = 0.0,
@@ -142,10 +144,10 @@ def generic_beams(elevations_deg, azimuth_step_deg: float, max_range: float, min
 
 def beam_model(preset: str, *, elevations_deg=(), azimuth_step_deg: float = 0.2, max_range: float = 100.0,
                min_range: float = 0.0) -> BeamModel:
-    """``kitti64`` | ``synth32`` | ``generic`` (the keyword values) → :class:`BeamModel`."""
+    """``kitti64`` | ``synth`` | ``generic`` (the keyword values) → :class:`BeamModel`."""
     if preset == "kitti64":
         return kitti_hdl64()
-    if preset == "synth32":
+    if preset == "synth":
         return synthetic_beams()
     if preset == "generic":
         if len(elevations_deg) == 0:

@@ -41,7 +41,7 @@ def test_bench_sim_prints_the_headline_figures(tmp_path, capsys):
                                "1226x370_no_depth"}
     assert all(v["poses"] == 2 and v["poses_dropped"] == 0 for v in s["speed"].values())
     (syn,) = s["synthetic"]
-    assert syn["seed"] == 3000 and syn["beams"] == "synth32" and syn["lidar"] and syn["depth"]
+    assert syn["seed"] == 3000 and syn["beams"] == "synth" and syn["lidar"] and syn["depth"]
     assert syn["lidar"][0]["ghost_rate"] is not None
     assert (tmp_path / "fig.png").is_file() and (tmp_path / "out" / "sim_lidar_kitti.png").is_file()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["camera_hz_306x92"] == s["camera_hz_306x92"]

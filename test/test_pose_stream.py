@@ -69,11 +69,12 @@ def test_rig_file(tmp_path):
     from g3r_ros.synthetic.scene import _camera_rig
 
     r = load_rig(config_path("sim_rig_synth.yaml"))
-    for mine, theirs in zip(r.cameras, _camera_rig(SynthConfig(cameras=3)), strict=True):
+    for mine, theirs in zip(r.cameras, _camera_rig(SynthConfig(cameras=3, camera_height_min=1.6, camera_height_max=1.6,
+                                                      camera_pitch_min_deg=0.75, camera_pitch_max_deg=0.75), 0), strict=True):
         assert mine.frame_id == theirs.frame_id and (mine.width, mine.height) == (theirs.width, theirs.height)
         np.testing.assert_allclose(mine.T_base_cam, theirs.T_base_cam, atol=1e-5)
         np.testing.assert_allclose(mine.K, theirs.K, atol=1e-3)
-    assert r.lidar.beams.name == "synth32" and r.lidar.frame_id == "velodyne"
+    assert r.lidar.beams.name == "synth" and r.lidar.frame_id == "velodyne"
     bad = {"no cameras": "cameras: []\n", "missing": "cameras: [{name: a, width: 10}]\n",
            "zero quaternion": "cameras: [{name: a, width: 4, height: 4, intrinsics: [1,1,2,2], "
                               "T_base_cam: [0,0,0,0,0,0,0]}]\n",

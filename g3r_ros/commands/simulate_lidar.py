@@ -2,7 +2,7 @@
 
 The map is any graphdeco-layout 3DGS PLY; the pose is that of the LiDAR frame (x forward,
 y left, z up) in the PLY's world frame, ``--pose x,y,z,qw,qx,qy,qz`` (``T_world_lidar``). The
-beam model is a preset (``kitti64``: the KITTI car's Velodyne HDL-64E; ``synth32``: the
+beam model is a preset (``kitti64``: the KITTI car's Velodyne HDL-64E; ``synth``: the
 ``g3r synth`` LiDAR) or ``generic`` with ``--elevations``, ``--azimuth-step`` and
 ``--max-range``. Rays are cast as ``g3r_ros.lidar_sim`` documents; returns below
 ``--min-opacity`` are dropped.

@@ -34,7 +34,7 @@ SENSOR_QOS = ("sensor_data", "reliable")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DEVICES = ("auto", "cpu", "cuda")
 POSE_TYPES = ("pose_stamped", "odometry")
-LIDAR_PRESETS = ("kitti64", "synth32", "generic")
+LIDAR_PRESETS = ("kitti64", "synth", "generic")
 ROS_OWN = ("use_sim_time", "start_type_description_service")  # rclpy declares these itself
 
 
@@ -155,7 +155,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("sim.lidar", False, "the pose stream also publishes the rig's simulated LiDAR on ~/sim/lidar", runtime=True),
     _p("sim.min_opacity", 0.5, "simulated depth pixels and LiDAR returns need this accumulated opacity",
        runtime=True, lo=0, open_lo=True, hi=1),
-    _p("sim.lidar_preset", "kitti64", "LiDAR beam model: kitti64 (Velodyne HDL-64E), synth32 (g3r synth) or "
+    _p("sim.lidar_preset", "kitti64", "LiDAR beam model: kitti64 (Velodyne HDL-64E), synth (g3r synth) or "
        "generic (the sim.lidar_* values)", choices=LIDAR_PRESETS),
     _p("sim.lidar_elevations_deg", [], "generic beam model: beam elevations (degrees)"),
     _p("sim.lidar_azimuth_step_deg", 0.2, "generic beam model: azimuth step (degrees)", lo=0.01, hi=90),
