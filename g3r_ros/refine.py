@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -152,7 +152,8 @@ class RefineResult:
 
     scene: the best state (explicit channels; decode with :data:`EXPLICIT_DECODERS`).
     log: one entry per epoch ``{iter, epoch, elapsed_s, psnr_source, n_gaussians}`` (entry 0
-    is the start). stop_reason: "seconds", "iters", "cancelled" or "diverged".
+    is the start). stop_reason: "seconds", "iters", "cancelled" or "diverged". start_psnr /
+    best_psnr: source PSNR of the start and of the best epoch (at iteration best_iter; 0 = the start).
     """
 
     scene: NeuralScene
@@ -162,8 +163,8 @@ class RefineResult:
     total_s: float
     start_psnr: float
     best_psnr: float
+    best_iter: int
     device: str
-    extras: dict = field(default_factory=dict)
 
     @torch.no_grad()
     def params_at(self, stamp: float | None = None) -> GaussianParams:
@@ -417,8 +418,7 @@ def refine(scene: NeuralScene, window: SceneWindow, config: RefineConfig | None 
     total_s = budget.elapsed()
     LOG.info("refine: %d iterations (%d epochs) in %.1fs, stop: %s, source PSNR %.2f -> best %.2f dB, %d Gaussians",
              it, len(log) - 1, total_s, stop, start_psnr, best["psnr"], best["scene"].num_points)
-    return RefineResult(best["scene"], log, stop, it, total_s, start_psnr, best["psnr"], str(device),
-                        extras={"best_iter": best["iter"], "extent": extent})
+    return RefineResult(best["scene"], log, stop, it, total_s, start_psnr, best["psnr"], best["iter"], str(device))
 
 
 @torch.no_grad()
