@@ -26,20 +26,23 @@ def write_png(path, image: np.ndarray) -> Path:
     return path
 
 
+def json_safe(x):
+    """``x`` with NaN/inf floats replaced by None and NumPy scalars by Python ones, so that
+    ``json.dumps`` writes valid JSON (``null``, never ``NaN``)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return json_safe(x.item())
+    return x
+
+
 def write_json(path, data) -> Path:
     """Write JSON atomically (NaN/inf written as null)."""
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (np.floating, np.integer)):
-            return clean(x.item())
-        return x
-
-    return atomic_write_text(path, json.dumps(clean(data), indent=2) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
 def save_figure(fig, path) -> Path:

@@ -43,7 +43,8 @@ def test_presets():
     s = synthetic_beams()
     mount = make_scene(0, SynthConfig(frames=2)).lidar
     np.testing.assert_allclose(np.deg2rad(s.elevations_deg), mount.elevations)
-    assert s.name == "synth" and s.n_beams == 64 and s.n_azimuth == mount.azimuth_steps and s.max_range == mount.max_range
+    assert s.name == "synth" and s.n_beams == 64
+    assert s.n_azimuth == mount.azimuth_steps and s.max_range == mount.max_range
     g = beam_model("generic", elevations_deg=[-5, 3, 0], azimuth_step_deg=0.5, max_range=50)
     assert g.elevations_deg == (3.0, 0.0, -5.0) and g.n_azimuth == 720
     assert beam_model("kitti64") == k

@@ -69,8 +69,9 @@ def test_rig_file(tmp_path):
     from g3r_ros.synthetic.scene import _camera_rig
 
     r = load_rig(config_path("sim_rig_synth.yaml"))
-    for mine, theirs in zip(r.cameras, _camera_rig(SynthConfig(cameras=3, camera_height_min=1.6, camera_height_max=1.6,
-                                                      camera_pitch_min_deg=0.75, camera_pitch_max_deg=0.75), 0), strict=True):
+    nominal = SynthConfig(cameras=3, camera_height_min=1.6, camera_height_max=1.6, camera_pitch_min_deg=0.75,
+                          camera_pitch_max_deg=0.75)
+    for mine, theirs in zip(r.cameras, _camera_rig(nominal, 0), strict=True):
         assert mine.frame_id == theirs.frame_id and (mine.width, mine.height) == (theirs.width, theirs.height)
         np.testing.assert_allclose(mine.T_base_cam, theirs.T_base_cam, atol=1e-5)
         np.testing.assert_allclose(mine.K, theirs.K, atol=1e-3)
