@@ -342,3 +342,15 @@ def test_hand_written_backward_equals_plain_autograd():
         torch.testing.assert_close(out_a, out_b)
         torch.testing.assert_close(g_a[0], g_b[0])
         torch.testing.assert_close(g_a[1], g_b[1])
+
+
+def test_sparse_benchmark_times_both_algorithms(capsys):
+    import json
+
+    from g3r_ros.sparse import benchmark
+
+    assert benchmark.main(["--points", "400", "--repeats", "1", "--conv"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["points"] == 400 and r["speedup_forward_backward"] > 0
+    for name in ("scatter", "table"):
+        assert r[name]["forward_backward"]["min_s"] > 0 and r["conv32"][name]["min_s"] > 0

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-HELP = "time G3R-Net forward+backward and one sparse conv (hand-written vs plain autograd backward)"
+HELP = "time G3R-Net forward+backward and one sparse conv: neighbour table (current) vs per-offset scatter (earlier)"
 
 
 def street_points(n: int, seed: int = 0) -> torch.Tensor:
@@ -78,8 +78,11 @@ def _stats(ts: list[float]) -> dict:
 
 
 def bench_network(points: torch.Tensor, repeats: int, seed: int = 0) -> dict:
+    """The default background network, forward alone and forward + backward, with the current
+    sparse conv ("table") and side by side with the earlier one ("scatter", the baseline)."""
     from g3r_ros.net import G3RNet
     from g3r_ros.sparse import voxelize
+    from g3r_ros.sparse.conv import conv_algorithm
 
     torch.manual_seed(seed)
     net = G3RNet()  # background defaults
@@ -101,13 +104,20 @@ def bench_network(points: torch.Tensor, repeats: int, seed: int = 0) -> dict:
         delta = net(points, state, grad, 3, 24)
         (delta * 0.5).sum().backward()
 
-    return {"points": n, "voxels_per_level": levels, "forward": _stats(_timed(fwd, repeats)),
-            "forward_backward": _stats(_timed(fwd_bwd, repeats))}
+    out = {"points": n, "voxels_per_level": levels}
+    for name in ("scatter", "table"):
+        with conv_algorithm(name):
+            out[name] = {"forward": _stats(_timed(fwd, repeats)), "forward_backward": _stats(_timed(fwd_bwd, repeats))}
+    out["speedup_forward_backward"] = round(out["scatter"]["forward_backward"]["min_s"]
+                                            / out["table"]["forward_backward"]["min_s"], 3)
+    return out
 
 
 def bench_conv(points: torch.Tensor, voxel_size: float, channels: int, repeats: int) -> dict:
-    """One 3x3x3 submanifold conv (C -> C) forward+backward: hand-written vs plain autograd."""
+    """One 3x3x3 submanifold conv (C -> C) forward+backward: neighbour table (current), per-offset
+    scatter (earlier) and plain autograd."""
     from g3r_ros.sparse import sparse_conv, sparse_conv_reference, voxelize
+    from g3r_ros.sparse.conv import conv_algorithm
 
     vox = voxelize(points, voxel_size)
     kmap = vox.manager.submanifold(1, 3)
@@ -124,8 +134,10 @@ def bench_conv(points: torch.Tensor, voxel_size: float, channels: int, repeats: 
     vox.manager._maps.clear()
     vox.manager.submanifold(1, 3)
     map_s = time.perf_counter() - t0
+    with conv_algorithm("scatter"):
+        scatter = run(sparse_conv)
     return {"voxels": vox.num_voxels, "channels": channels, "pairs": kmap.num_pairs,
-            "kernel_map_s": round(map_s, 4), "hand_written": run(sparse_conv),
+            "kernel_map_s": round(map_s, 4), "table": run(sparse_conv), "scatter": scatter,
             "plain_autograd": run(sparse_conv_reference)}
 
 
@@ -134,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("street", "surface", "scan"), default="street")
     parser.add_argument("--scan", help="KITTI velodyne .bin (layout scan)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--conv", action="store_true", help="also time one conv vs plain autograd")
+    parser.add_argument("--conv", action="store_true", help="also time one 3^3 conv (table, scatter, plain autograd)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as set)")
 
 
