@@ -1,4 +1,5 @@
-"""``g3r train --config config/train_<name>.yaml --out RUN_DIR [--resume]``."""
+"""``g3r train --config config/train_<name>.yaml --out RUN_DIR [--resume]``, or
+``g3r train --config ... --out RUN_DIR --validate-only MODEL [MODEL ...]``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def add_arguments(p):
                    help="stop after this much wall time (then validate and checkpoint); resumable")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--validate-only", nargs="+", metavar="MODEL", default=None,
+                   help="no training: score model files (or 'shipped') with the config's validation data, "
+                        "exactly as training validates, and print one JSON line per model")
 
 
 def run(args) -> int:
@@ -25,8 +29,29 @@ def run(args) -> int:
         cfg.iterations = args.iterations
     if args.device is not None:
         cfg.device = args.device
+    if args.validate_only:
+        return _validate_only(cfg, args)
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
     path = trainer.fit(max_minutes=args.minutes)
     if trainer.rank == 0:
         print(f"model written to {path}")
+    return 0
+
+
+def _validate_only(cfg, args) -> int:
+    import json
+    import time
+
+    from ..model import load_model
+    from ..train import Trainer
+
+    cfg.init_model = args.validate_only[0]
+    trainer = Trainer(cfg, args.out, progress=not args.quiet)
+    trainer.load_data()
+    for path in args.validate_only:
+        trainer.model = load_model(None if path == "shipped" else path, device=trainer.device)
+        t0 = time.perf_counter()
+        result = trainer.validate()
+        print(json.dumps({"model": path, **{k: round(v, 3) for k, v in result.items()},
+                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
     return 0
