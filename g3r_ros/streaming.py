@@ -305,6 +305,7 @@ class StreamingSession:
         self._lidar_frame: str | None = None
         self._window_start: float | None = None  # last keyframe stamp of the last built window
         self._last_stamp: dict[str, float] = {}
+        self._first_tf_stamp: float | None = None  # since the last restart: a /tf stamp back at it is a replay loop
         # images shed in offer() (time-only keyframe policy); a little under the builder's spacing
         # so that stamp jitter never sheds an image the builder would have kept
         self._keyframe_gap = 0.9 * win.keyframe_seconds
@@ -479,7 +480,10 @@ class StreamingSession:
             self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
             msg = None
         if msg is not None and msgtype == TF_MESSAGE and topic == "/tf" and msg.transforms:
-            self._check_time_jump(topic, _msg_stamp(msg.transforms[0]))  # before its samples go in
+            stamp = _msg_stamp(msg.transforms[0])
+            self._check_time_jump(topic, stamp)  # before its samples go in
+            if self._first_tf_stamp is None:
+                self._first_tf_stamp = stamp
         if msg is not None and msgtype in HEADER_FIRST:
             stamp = _msg_stamp(msg)
             if not self._check_order(topic, stamp):
@@ -518,9 +522,15 @@ class StreamingSession:
 
     def _check_time_jump(self, topic: str, stamp: float | None) -> bool:
         """True (after restarting the stream, with a warning) when ``stamp`` jumped back by more
-        than ``time_jump_s`` from the current window's start."""
+        than ``time_jump_s`` from the current window's start, or when a ``/tf`` stamp went back to
+        (or before) the first ``/tf`` stamp of the stream while a later window is open: a bag
+        shorter than ``time_jump_s`` played in a loop starts over."""
         start = self._window_start
-        if stamp is None or start is None or stamp >= start - self.config.time_jump_s:
+        if stamp is None or start is None:
+            return False
+        first = self._first_tf_stamp
+        looped = topic == "/tf" and first is not None and stamp <= first < start - self.config.window.tf_wait_s
+        if stamp >= start - self.config.time_jump_s and not looped:
             return False
         LOG.warning("time jumped back %.1f s on %s (looped bag?): resetting the window and the dynamic TF",
                     start - stamp, topic)
@@ -532,6 +542,7 @@ class StreamingSession:
         self._window_start = None
         self._last_stamp.clear()
         self._window_span = [None, None]
+        self._first_tf_stamp = None
         with self._lock:
             self._counts["time_resets"] += 1
 
