@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def main() -> int:
     node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     player = None
     samples: list[tuple[float, float]] = []
+    stop = threading.Event()  # SIGTERM / SIGINT end the replay early; the report covers what was sampled
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         time.sleep(5.0)
         if node.poll() is not None:
@@ -59,13 +63,13 @@ def main() -> int:
                                    "--wait-for-subscribers", "30"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        while (t := time.monotonic() - t0) <= args.seconds and node.poll() is None:
+        while (t := time.monotonic() - t0) <= args.seconds and node.poll() is None and not stop.is_set():
             samples.append((round(t, 1), round(rss_mb(node.pid), 1)))
-            time.sleep(max(0.0, args.every - (time.monotonic() - t0 - t)))
+            stop.wait(max(0.0, args.every - (time.monotonic() - t0 - t)))
     finally:
         for proc in (player, node):
             if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)  # the node saves its map and exits 0 on SIGTERM
                 try:
                     proc.wait(60)
                 except subprocess.TimeoutExpired:
@@ -74,7 +78,8 @@ def main() -> int:
         log.close()
     text = Path(args.log).read_text(errors="replace")
     rss = np.array([r for _, r in samples], dtype=float)
-    out = {"seconds": args.seconds, "samples": len(samples), "node_exit": node.returncode,
+    out = {"seconds": round(samples[-1][0], 1) if samples else 0.0, "samples": len(samples),
+           "node_exit": node.returncode,
            "rss_mb": {"start": rss[0], "median": float(np.median(rss)), "max": float(rss.max()), "end": rss[-1]}
            if rss.size else {}, "series": samples,
            **{k: len(re.findall(p, text)) for k, p in COUNTED.items()}}
