@@ -794,6 +794,9 @@ class StreamingSession:
             return
         metrics.update(self._evaluate(state.window, output))
         new = dataclasses.replace(state, output=output, metrics=metrics, revision=revision, _surface=None)
+        LOG.info("map %d revision %d (%s, after %.1f s of refinement): source PSNR %.2f dB (refinement's), "
+                 "held-out %.2f dB", state.index, revision, "final" if final else "best so far", seconds, psnr_best,
+                 metrics.get("psnr_held_out", float("nan")))
         self._publish_state(new)
         with self._lock:
             self._counts["refine_publishes"] += 1
