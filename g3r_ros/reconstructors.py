@@ -25,6 +25,10 @@ class _G3ROutput:
     def params_at(self, stamp: float | None):
         return self.result.params_at(stamp)
 
+    def refinable(self):
+        """G3R's scene and the decoders of its states (what ``g3r_ros.refine.refine`` continues from)."""
+        return self.result.scene, self.result.model.decoders
+
 
 class G3RReconstructor:
     """G3R on each window with the model at ``model_path``.

@@ -172,6 +172,15 @@ class RefineResult:
         return self.scene.params_at(EXPLICIT_DECODERS, stamp).detach()
 
 
+def recipe(**overrides) -> RefineConfig:
+    """The shipped recipe (``config/refine.yaml``) with ``overrides`` (field → value), validated."""
+    from .config import config_path, from_dict, load_yaml
+
+    cfg = from_dict(RefineConfig, {**load_yaml(config_path("refine.yaml")), **overrides}, where="refine")
+    cfg.validate()
+    return cfg
+
+
 def explicit_scene(scene: NeuralScene, decoders=None) -> NeuralScene:
     """Decode every component once: a scene whose states hold the decoded explicit channels
     (latents zero), to be rendered with :data:`EXPLICIT_DECODERS`.

@@ -14,6 +14,9 @@ Threads and data flow::
         ──▶ windows (bounded by queue_limit; the oldest is dropped with a warning)
         ──▶ worker thread: reconstructor(window, cancel) → PSNR on a few views → on_map(MapState)
             → lane-shifted views of the keyframes → on_view(...)
+            → (refine_seconds > 0) per-scene refinement of that map (g3r_ros.refine): its best state
+              is published the same way every refine_publish_every_s of refinement and at the end;
+              a new window that is ready pre-empts it (the best state so far is kept)
     request_view(ViewRequest) ──▶ render queue (4; the oldest is dropped) ──▶ render thread → on_view(...)
     status thread ──▶ on_status(values) every status_period seconds (wall clock)
 
@@ -23,6 +26,11 @@ scans; all counted) and queues. Bad input never raises out of the session: it is
 the status and logged (throttled). Log lines go to the ``g3r_ros.streaming`` logger (the node
 routes them to its ROS logger). Cancellation (:meth:`close`) stops a running reconstruction
 and is logged with its reason.
+
+Anytime maps: the worker's stage (``g3r``, ``refine``, ``idle``) is in the status, and every
+stage change publishes a status at once. Each published map replaces :attr:`StreamingSession.map`
+under the session lock, so novel views, the sensor simulator and ``save_map`` always use the
+newest one. Refinement keeps no history: only the current best state and a few scalars.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import queue
 import struct
 import threading
@@ -63,7 +72,11 @@ _BUILDER_COUNTS = ("messages", "keyframes", "lidar_scans", "points", "actors", "
 # What the worker runs, and what it produces
 # ---------------------------------------------------------------------------------------
 class ReconstructionOutput(Protocol):
-    """Renderable Gaussians (world) at a stamp, and JSON-ready metrics (``time_s``, ``device``...)."""
+    """Renderable Gaussians (world) at a stamp, and JSON-ready metrics (``time_s``, ``device``...).
+
+    An output that per-scene refinement can continue from also has ``refinable() ->
+    (NeuralScene, decoders or None)`` (the scene and the decoders of its states; None when the
+    states are explicit)."""
 
     metrics: dict
 
@@ -77,9 +90,26 @@ class Reconstructor(Protocol):
     def __call__(self, window: SceneWindow, cancel: threading.Event) -> ReconstructionOutput: ...
 
 
+class RefinedOutput:
+    """A refined scene (explicit states, ``g3r_ros.refine.EXPLICIT_DECODERS``) as a reconstruction output."""
+
+    def __init__(self, scene, metrics: dict):
+        self.scene, self.metrics = scene, metrics
+
+    def params_at(self, stamp: float | None):
+        import torch
+
+        from .refine import EXPLICIT_DECODERS
+
+        with torch.no_grad():
+            return self.scene.params_at(EXPLICIT_DECODERS, stamp).detach()
+
+
 @dataclass
 class MapState:
-    """The latest reconstruction: its output, window, render stamp and novel-view camera model."""
+    """The latest map: its output, window, render stamp and novel-view camera model. ``index``
+    counts reconstructed windows; ``revision`` the maps published for that window (0 = G3R's,
+    then each refined one)."""
 
     index: int
     output: ReconstructionOutput
@@ -87,6 +117,7 @@ class MapState:
     stamp: float  # the window's last keyframe stamp: the map is published (and saved) at it
     view_camera: object  # PinholeCamera of the first camera: intrinsics and size of novel views
     metrics: dict = field(default_factory=dict)
+    revision: int = 0
     _surface: object = field(default=None, repr=False)
 
     def surface(self):
@@ -136,6 +167,9 @@ class StreamConfig:
     max_offset_views: int = 64
     live_stamps: bool = True  # header stamps are wall-clock times (no replay clock): latency is measured
     depth_min_opacity: float = 0.5  # novel-view depth is NaN where the accumulated opacity is below this
+    refine_seconds: float = 0.0  # per-scene refinement of each map for this many seconds (0 = off)
+    refine_publish_every_s: float = 15.0  # publish the best refined state this often (s of refinement; 0 = at the end)
+    refine: object = None  # g3r_ros.refine.RefineConfig recipe (None: config/refine.yaml); its budget is replaced
 
     @property
     def time_jump_s(self) -> float:
@@ -144,7 +178,8 @@ class StreamConfig:
 
 
 RUNTIME_FIELDS = ("reconstruct_every", "queue_limit", "flush_on_idle_s", "status_period", "log_throttle_s",
-                  "save_on_shutdown", "lateral_offsets", "max_offset_views", "depth_min_opacity")
+                  "save_on_shutdown", "lateral_offsets", "max_offset_views", "depth_min_opacity",
+                  "refine_seconds", "refine_publish_every_s")
 RUNTIME_WINDOW_FIELDS = ("window_seconds", "window_meters", "held_out_every")
 
 
@@ -270,6 +305,7 @@ class StreamingSession:
         self._lidar_frame: str | None = None
         self._window_start: float | None = None  # last keyframe stamp of the last built window
         self._last_stamp: dict[str, float] = {}
+        self._first_tf_stamp: float | None = None  # since the last restart: a /tf stamp back at it is a replay loop
         # images shed in offer() (time-only keyframe policy); a little under the builder's spacing
         # so that stamp jitter never sheds an image the builder would have kept
         self._keyframe_gap = 0.9 * win.keyframe_seconds
@@ -283,6 +319,11 @@ class StreamingSession:
         self._counts = collections.Counter()
         self._last_saved = ""
         self._busy_since: float | None = None
+        self._stage = "idle"  # the worker's: g3r, refine or idle
+        self._refining = False  # guarded by the lock: a window submitted meanwhile sets _refine_cancel
+        self._refine_cancel = threading.Event()
+        self._emit_lock = threading.Lock()
+        self._refine = {}  # the current / last refinement: seconds, psnr_start, psnr_best, stop
         self._threads = [threading.Thread(target=self._guard(fn), name=f"g3r-{name}", daemon=True)
                          for name, fn in (("builder", self._builder_loop), ("worker", self._worker_loop),
                                           ("render", self._render_loop), ("status", self._status_loop))]
@@ -439,7 +480,10 @@ class StreamingSession:
             self._throttle.warn("deserialize", "cannot deserialize a %s message on %s: %s", msgtype, topic, e)
             msg = None
         if msg is not None and msgtype == TF_MESSAGE and topic == "/tf" and msg.transforms:
-            self._check_time_jump(topic, _msg_stamp(msg.transforms[0]))  # before its samples go in
+            stamp = _msg_stamp(msg.transforms[0])
+            self._check_time_jump(topic, stamp)  # before its samples go in
+            if self._first_tf_stamp is None:
+                self._first_tf_stamp = stamp
         if msg is not None and msgtype in HEADER_FIRST:
             stamp = _msg_stamp(msg)
             if not self._check_order(topic, stamp):
@@ -478,9 +522,15 @@ class StreamingSession:
 
     def _check_time_jump(self, topic: str, stamp: float | None) -> bool:
         """True (after restarting the stream, with a warning) when ``stamp`` jumped back by more
-        than ``time_jump_s`` from the current window's start."""
+        than ``time_jump_s`` from the current window's start, or when a ``/tf`` stamp went back to
+        (or before) the first ``/tf`` stamp of the stream while a later window is open: a bag
+        shorter than ``time_jump_s`` played in a loop starts over."""
         start = self._window_start
-        if stamp is None or start is None or stamp >= start - self.config.time_jump_s:
+        if stamp is None or start is None:
+            return False
+        first = self._first_tf_stamp
+        looped = topic == "/tf" and first is not None and stamp <= first < start - self.config.window.tf_wait_s
+        if stamp >= start - self.config.time_jump_s and not looped:
             return False
         LOG.warning("time jumped back %.1f s on %s (looped bag?): resetting the window and the dynamic TF",
                     start - stamp, topic)
@@ -492,6 +542,7 @@ class StreamingSession:
         self._window_start = None
         self._last_stamp.clear()
         self._window_span = [None, None]
+        self._first_tf_stamp = None
         with self._lock:
             self._counts["time_resets"] += 1
 
@@ -558,6 +609,9 @@ class StreamingSession:
                 LOG.warning("reconstruction is busy and %d windows are waiting: dropping the oldest (%s); raise "
                             "reconstruction.every or reconstruction.queue_limit", len(self._windows) + 1, old.name)
             self._windows.append(window)
+            if self._refining and not self._refine_cancel.is_set():
+                self._refine_cancel.set()
+                LOG.info("window %s is ready: stopping the refinement of the current map", window.name)
             self._windows_cv.notify()
 
     # ------------------------------------------------------------------ worker thread
@@ -570,36 +624,56 @@ class StreamingSession:
                     return
                 window = self._windows.popleft()
                 self._busy_since = time.monotonic()
-            t0 = time.perf_counter()
+            self._set_stage("g3r")
             try:
-                output = self.reconstructor(window, self._cancel)
-            except Exception as e:  # noqa: BLE001 - a failed window must not stop the session
-                if self._cancel.is_set():
-                    with self._lock:
-                        self._counts["reconstructions_cancelled"] += 1
-                    LOG.warning("reconstruction of %s cancelled after %.1f s: %s", window.name,
-                                time.perf_counter() - t0, self._cancel_reason or "cancelled")
-                    return
-                with self._lock:
-                    self._counts["reconstructions_failed"] += 1
-                LOG.error("reconstruction of %s failed: %s: %s", window.name, type(e).__name__, e)
-                continue
+                self._reconstruct_and_refine(window)
             finally:
                 self._busy_since = None
-            try:
-                self._install_map(window, output, time.perf_counter() - t0)
-            except Exception as e:  # noqa: BLE001
-                LOG.error("publishing the map of %s failed: %s: %s", window.name, type(e).__name__, e)
+                if not self._stop.is_set():
+                    self._set_stage("idle")
+            if self._stop.is_set():
+                return
+
+    def _reconstruct_and_refine(self, window: SceneWindow) -> None:
+        t0 = time.perf_counter()
+        try:
+            output = self.reconstructor(window, self._cancel)
+        except Exception as e:  # noqa: BLE001 - a failed window must not stop the session
+            if self._cancel.is_set():
                 with self._lock:
-                    self._counts["reconstructions_failed"] += 1
+                    self._counts["reconstructions_cancelled"] += 1
+                LOG.warning("reconstruction of %s cancelled after %.1f s: %s", window.name,
+                            time.perf_counter() - t0, self._cancel_reason or "cancelled")
+                return
+            with self._lock:
+                self._counts["reconstructions_failed"] += 1
+            LOG.error("reconstruction of %s failed: %s: %s", window.name, type(e).__name__, e)
+            return
+        try:
+            state = self._install_map(window, output, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001
+            LOG.error("publishing the map of %s failed: %s: %s", window.name, type(e).__name__, e)
+            with self._lock:
+                self._counts["reconstructions_failed"] += 1
+            return
+        if self.config.refine_seconds > 0 and not self._stop.is_set():
+            self._refine_map(state)
 
     def _first_camera_keyframes(self, window: SceneWindow) -> list[Keyframe]:
         return [k for k in window.keyframes if k.camera_name == self._first_camera_frame] or window.keyframes
 
-    def _install_map(self, window: SceneWindow, output, wall_s: float) -> None:
+    def _set_stage(self, stage: str) -> None:
+        """The worker's stage; a change publishes a status at once (so no stage goes unseen)."""
+        with self._lock:
+            changed, self._stage = self._stage != stage, stage
+        if changed:
+            self._emit_status()
+
+    def _evaluate(self, window: SceneWindow, output) -> dict:
+        """PSNR (dB) of ``output`` on up to :data:`MAX_EVAL_VIEWS` source and held-out keyframes."""
         from .evaluate import evaluate_keyframes, mean_psnr
 
-        metrics = {"wall_s": wall_s, **dict(getattr(output, "metrics", {}) or {})}
+        metrics = {}
         t0 = time.perf_counter()
         for name, kfs in (("psnr_source", window.source_keyframes), ("psnr_held_out", window.target_keyframes)):
             if kfs:
@@ -607,25 +681,125 @@ class StreamingSession:
                 metrics[name] = mean_psnr(evaluate_keyframes(output.params_at, [kfs[i] for i in pick],
                                                              keep_renders=False))
         metrics["eval_s"] = time.perf_counter() - t0
+        return metrics
+
+    def _install_map(self, window: SceneWindow, output, wall_s: float) -> MapState:
+        metrics = {"wall_s": wall_s, **dict(getattr(output, "metrics", {}) or {})}
+        metrics.update(self._evaluate(window, output))
         with self._lock:
             self._counts["reconstructions"] += 1
             index = self._counts["reconstructions"]
         state = MapState(index, output, window, window.keyframes[-1].stamp,
                          self._first_camera_keyframes(window)[0].camera, metrics)
-        self._map = state
         LOG.info("map %d from window %s: %s Gaussians in %.1f s (%s), PSNR source %.2f dB, held-out %.2f dB",
                  index, window.name, metrics.get("gaussians", "?"), wall_s, metrics.get("device", "?"),
                  metrics.get("psnr_source", float("nan")), metrics.get("psnr_held_out", float("nan")))
+        self._publish_state(state)
+        return state
+
+    def _publish_state(self, state: MapState) -> None:
+        """Make ``state`` the current map (atomically, under the lock), hand it to ``on_map`` and
+        render the lane-shifted views of its first-camera keyframes."""
+        with self._lock:
+            self._map = state
         if self._on_map is not None:
             self._on_map(state)
         cfg = self.config
-        for kf, _, camera in lateral_views(self._first_camera_keyframes(window), list(cfg.lateral_offsets),
+        for kf, _, camera in lateral_views(self._first_camera_keyframes(state.window), list(cfg.lateral_offsets),
                                            cfg.max_offset_views):
             if self._stop.is_set():
                 return
             self._deliver_view(state, camera, kf.stamp, kf.stamp)
             with self._lock:
                 self._counts["offset_views_published"] += 1
+
+    # ------------------------------------------------------------------ refinement (worker thread)
+    def _refine_config(self):
+        """The recipe with this session's time budget (``refine_seconds``, no iteration budget)."""
+        from .refine import recipe
+
+        base = self.config.refine if self.config.refine is not None else recipe()
+        return dataclasses.replace(base, seconds=float(self.config.refine_seconds), iters=None)
+
+    def _refine_map(self, state: MapState) -> None:
+        """Refine ``state``'s map until the budget is spent, a new window is ready or the session
+        closes; publish its best state every ``refine_publish_every_s`` s of refinement (when it
+        improved) and at the end. A failure keeps the map as it was."""
+        from .refine import refine
+
+        refinable = getattr(state.output, "refinable", None)
+        start = refinable() if callable(refinable) else None
+        if start is None:
+            self._throttle.warn("refine_unsupported", "refinement is on but the output of %s cannot be refined",
+                                type(self.reconstructor).__name__)
+            return
+        scene, decoders = start
+        with self._windows_cv:
+            if self._windows:  # a newer window is waiting: it comes first
+                self._counts["refinements_preempted"] += 1
+                return
+            self._refine_cancel.clear()
+            self._refining = True
+            self._refine = {"seconds": 0.0, "psnr_start": float("nan"), "psnr_best": float("nan"), "stop": ""}
+        self._set_stage("refine")
+        tracker = _BestTracker(self.config.refine_publish_every_s)
+
+        def on_epoch(it, current, entry):
+            with self._lock:
+                self._refine["seconds"] = entry["elapsed_s"]
+            if tracker.offer(current, entry) and not self._refine_cancel.is_set():
+                self._publish_refined(state, tracker.best, tracker.best_psnr, entry["elapsed_s"], final=False)
+            with self._lock:
+                if it == 0:
+                    self._refine["psnr_start"] = entry["psnr_source"]
+                self._refine["psnr_best"] = tracker.best_psnr
+
+        try:
+            result = refine(scene, state.window, self._refine_config(), decoders=decoders, on_epoch=on_epoch,
+                            cancel=self._refine_cancel, progress=False)
+        except Exception as e:  # noqa: BLE001 - the G3R map stays
+            with self._lock:
+                self._counts["refinements_failed"] += 1
+                self._refine["stop"] = "failed"
+            LOG.error("refinement of map %d (window %s) failed: %s: %s; keeping the map as it was",
+                      state.index, state.window.name, type(e).__name__, e)
+            return
+        finally:
+            with self._windows_cv:
+                self._refining = False
+        stop = "shutdown" if self._stop.is_set() else ("preempted" if result.stop_reason == "cancelled"
+                                                       else result.stop_reason)
+        with self._lock:
+            self._counts["refinements"] += 1
+            self._counts["refinements_preempted"] += stop == "preempted"
+            self._refine.update(seconds=result.total_s, psnr_start=result.start_psnr, psnr_best=result.best_psnr,
+                                stop=stop)
+        LOG.info("map %d (window %s) refined for %.1f s (%d iterations, stop: %s): source PSNR %.2f -> %.2f dB",
+                 state.index, state.window.name, result.total_s, result.iterations, stop, result.start_psnr,
+                 result.best_psnr)
+        self._publish_refined(state, result.scene, result.best_psnr, result.total_s, final=True)
+
+    def _publish_refined(self, state: MapState, scene, psnr_best: float, seconds: float, final: bool) -> None:
+        """Publish ``scene`` (explicit) as the newest map of ``state``'s window. While the session
+        closes, it only becomes the current map (saved on shutdown), without evaluation or publication."""
+        current = self._map
+        revision = (current.revision if current is not None and current.index == state.index else 0) + 1
+        metrics = {**state.metrics, "refine_s": seconds, "refine_psnr_best": psnr_best, "refined": final,
+                   "gaussians": scene.num_points}
+        output = RefinedOutput(scene, metrics)
+        if self._stop.is_set():
+            with self._lock:
+                self._map = dataclasses.replace(state, output=output, metrics=metrics, revision=revision,
+                                                _surface=None)
+            return
+        metrics.update(self._evaluate(state.window, output))
+        new = dataclasses.replace(state, output=output, metrics=metrics, revision=revision, _surface=None)
+        LOG.info("map %d revision %d (%s, after %.1f s of refinement): source PSNR %.2f dB (refinement's), "
+                 "held-out %.2f dB", state.index, revision, "final" if final else "best so far", seconds, psnr_best,
+                 metrics.get("psnr_held_out", float("nan")))
+        self._publish_state(new)
+        with self._lock:
+            self._counts["refine_publishes"] += 1
 
     def _deliver_view(self, state: MapState, camera, reply_stamp, render_t: float) -> None:
         """Render colour and depth of ``camera`` (PinholeCamera, world) with actors at ``render_t`` s
@@ -692,7 +866,7 @@ class StreamingSession:
         path = self.output_dir / (name or f"map_{state.index:04d}.ply")
         write_ply(path, state.output.params_at(state.stamp))
         self._last_saved = str(path)
-        LOG.info("saved map %d (window %s) to %s", state.index, state.window.name, path)
+        LOG.info("saved map %d revision %d (window %s) to %s", state.index, state.revision, state.window.name, path)
         return path
 
     # ------------------------------------------------------------------ status
@@ -704,6 +878,8 @@ class StreamingSession:
             skipped = dict(self._skipped_total)
             notes = dict(self._notes_total)
             counts = dict(self._counts)
+            stage = self._stage
+            refine = {"seconds": 0.0, "psnr_start": float("nan"), "psnr_best": float("nan"), "stop": "", **self._refine}
         for k, v in (b.get("skipped_by_reason") or {}).items():
             skipped[k] = skipped.get(k, 0) + v
         for k, v in b.items():
@@ -747,7 +923,14 @@ class StreamingSession:
                  "last_time_s": m.get("time_s", m.get("wall_s", nan)), "last_wall_s": m.get("wall_s", nan),
                  "psnr_source": m.get("psnr_source", nan), "psnr_held_out": m.get("psnr_held_out", nan),
                  "device": m.get("device", str(getattr(self.reconstructor, "device", ""))),
-                 "torch_threads": torch_threads(), "gaussians": m.get("gaussians", 0)}
+                 "torch_threads": torch_threads(), "gaussians": m.get("gaussians", 0),
+                 "stage": stage, "map_revision": state.revision if state else 0,
+                 "refine_s": refine["seconds"],
+                 "refine_psnr_start": refine["psnr_start"], "refine_psnr_best": refine["psnr_best"],
+                 "refine_stop": refine["stop"], "refinements": counts.get("refinements", 0),
+                 "refinements_preempted": counts.get("refinements_preempted", 0),
+                 "refinements_failed": counts.get("refinements_failed", 0),
+                 "refine_publishes": counts.get("refine_publishes", 0)}
         outputs = {"offset_views_published": counts.get("offset_views_published", 0),
                    "render_requests_served": counts.get("render_requests_served", 0),
                    "last_saved_map": self._last_saved}
@@ -756,13 +939,17 @@ class StreamingSession:
 
     def _status_loop(self) -> None:
         while not self._stop.wait(self.config.status_period):
-            if self._on_status is None:
-                continue
-            try:
+            self._emit_status()
+
+    def _emit_status(self) -> None:
+        """Hand the status to ``on_status`` (from the status thread, or the worker on a stage change)."""
+        if self._on_status is None or self._stop.is_set():
+            return
+        try:
+            with self._emit_lock:  # one at a time, so that statuses leave in the order they were taken
                 self._on_status(self.status_values())
-            except Exception as e:  # noqa: BLE001 - e.g. the transport is shutting down
-                if self._stop.is_set():
-                    return
+        except Exception as e:  # noqa: BLE001 - e.g. the transport is shutting down
+            if not self._stop.is_set():
                 self._throttle.warn("status", "cannot publish status: %s", e)
 
     # ------------------------------------------------------------------ shutdown
@@ -770,8 +957,9 @@ class StreamingSession:
         """Stop the threads, cancelling a running reconstruction (logged with ``reason``), and save
         the last map when ``save_on_shutdown``; returns the saved path (None if nothing was saved)."""
         self._cancel_reason = reason
-        self._cancel.set()
         self._stop.set()
+        self._cancel.set()
+        self._refine_cancel.set()
         with self._windows_cv:
             self._windows_cv.notify_all()
         deadline = time.monotonic() + timeout
@@ -787,6 +975,27 @@ class StreamingSession:
             except (ValueError, OSError) as e:
                 LOG.error("could not save the map on shutdown: %s", e)
         return None
+
+
+class _BestTracker:
+    """The best refined state so far, and whether it is due for publication: it improved since the
+    last publication and ``every_s`` seconds of refinement passed (``every_s`` 0: never due; the
+    caller publishes the end result). Holds one scene: no history."""
+
+    def __init__(self, every_s: float):
+        self.every_s = float(every_s)
+        self.best, self.best_psnr = None, -math.inf
+        self._last_s, self._fresh = 0.0, False
+
+    def offer(self, scene, entry: dict) -> bool:
+        psnr = float(entry["psnr_source"])
+        if math.isfinite(psnr) and psnr >= self.best_psnr:
+            self.best, self.best_psnr = scene, psnr
+            self._fresh = entry["iter"] > 0  # the start is G3R's map, already published
+        due = self.every_s > 0 and self._fresh and entry["elapsed_s"] - self._last_s >= self.every_s
+        if due:
+            self._last_s, self._fresh = entry["elapsed_s"], False
+        return due
 
 
 def _msg_stamp(msg) -> float | None:

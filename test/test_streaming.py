@@ -200,6 +200,22 @@ def test_a_time_jump_restarts_the_stream_with_unique_window_names(drive, tmp_pat
     assert status["g3r_ros: window"]["time_resets"] >= 1
 
 
+def test_a_short_bag_played_in_a_loop_restarts_the_stream(tmp_path):
+    bag = tmp_path / "short"
+    write_drive_bag(bag, frames=24, bad_input=False)  # 2.3 s: its loop jumps back less than time_jump_s
+    cfg = stream_config(tmp_path, lateral_offsets=[], save_on_shutdown=False, queue_limit=10)
+    assert cfg.time_jump_s > 2.3
+    session = StreamingSession(cfg, LidarColourStandIn()).start()
+    try:
+        feed(session, bag)
+        wait_for(lambda: session.status_values()["g3r_ros: window"]["windows_built"] >= 2, 30, "windows")
+        feed(session, bag)  # the same stamps again, as `g3r play --loop` sends them
+        wait_for(lambda: session.status_values()["g3r_ros: window"]["windows_built"] >= 4, 30, "windows of loop 2")
+    finally:
+        session.close()
+    assert session.status_values()["g3r_ros: window"]["time_resets"] == 1
+
+
 def test_reconfigure_applies_runtime_fields_only(tmp_path):
     cfg = stream_config(tmp_path)
     session = StreamingSession(cfg, LidarColourStandIn())

@@ -81,6 +81,27 @@ def make_stand_in(config):
     return LidarColourStandIn(config)
 
 
+class _RefinableOutput(_StandInOutput):
+    def refinable(self):
+        """The stand-in's Gaussians as one background component with explicit states (no decoders)."""
+        from g3r_ros.gaussians import state_from_params
+        from g3r_ros.scene import Component, NeuralScene
+
+        return NeuralScene([Component("background", "background", state_from_params(self._params))]), None
+
+
+class RefinableStandIn(LidarColourStandIn):
+    """TEST DOUBLE: the stand-in whose output per-scene refinement can continue from."""
+
+    def __call__(self, window, cancel):
+        out = super().__call__(window, cancel)
+        return _RefinableOutput(out._params, out.metrics)
+
+
+def make_refinable_stand_in(config):
+    return RefinableStandIn(config)
+
+
 # ---------------------------------------------------------------------------------------
 # Fixtures: a bag with good windows and bad input on the wire
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ messages (``g3r_ros.ros.convert``), publishes and serves:
 
 - sensor subscriptions are *raw* (the CDR bytes): callbacks hand the bytes to the session
   and return, so a live stream and a bag go through the same core decoders;
-- ``~/gaussian_map`` (transient local) on every new map, ``~/novel_view/{image,depth,camera_info}``
+- ``~/gaussian_map`` (transient local) on every new map (with ``refine.seconds``: G3R's map of a
+  window, then its refined versions; docs/ROS.md "Anytime maps"), ``~/novel_view/{image,depth,camera_info}``
   for every ``~/render_pose`` request and the lane-shifted views of each map's keyframes,
   ``~/status`` (``DiagnosticArray``) every ``status_period`` seconds of wall clock;
 - sensor simulation (a :class:`g3r_ros.pose_stream.SensorSimulator`): ``~/sim/lidar``

@@ -131,6 +131,13 @@ PARAMS: tuple[ParamSpec, ...] = (
        lo=1, hi=100),
     _p("reconstruction.implementation", "",
        "advanced: 'module:callable' factory returning a Reconstructor (tests, other methods); '' = G3R"),
+    # per-scene refinement after G3R (anytime maps) ----------------------------------
+    _p("refine.seconds", 0.0, "refine each G3R map per scene for this many seconds (config/refine.yaml's recipe); "
+       "a new window that is ready stops it early, keeping the best state; 0 = off; applies from the next window",
+       runtime=True, lo=0, hi=86400),
+    _p("refine.publish_every_s", 15.0, "while refining, publish the best state on ~/gaussian_map (and its offset "
+       "views) every this many seconds of refinement when it improved; the end result is always published; "
+       "0 = only at the end", runtime=True, lo=0, hi=86400),
     # outputs --------------------------------------------------------------------------
     _p("novel_view.lateral_offsets", [-3.0, 3.0],
        "lateral shifts (metres, + = left of the camera, horizontal) rendered for every keyframe of the first "
@@ -214,6 +221,8 @@ class NodeConfig:
     reconstruction_every: int = 1
     reconstruction_queue_limit: int = 2
     reconstruction_implementation: str = ""
+    refine_seconds: float = 0.0
+    refine_publish_every_s: float = 15.0
     novel_view_lateral_offsets: list = field(default_factory=lambda: list(SPECS["novel_view.lateral_offsets"].default))
     novel_view_frame_id: str = "g3r_novel_view_optical"
     novel_view_max_per_window: int = 64
@@ -270,7 +279,15 @@ class NodeConfig:
             status_period=self.status_period, log_throttle_s=self.log_throttle_s, output_dir=self.output_dir,
             save_on_shutdown=self.save_on_shutdown, lateral_offsets=list(self.novel_view_lateral_offsets),
             max_offset_views=self.novel_view_max_per_window, live_stamps=not self.use_sim_time,
-            depth_min_opacity=self.novel_view_depth_min_opacity)
+            depth_min_opacity=self.novel_view_depth_min_opacity, refine_seconds=self.refine_seconds,
+            refine_publish_every_s=self.refine_publish_every_s, refine=self.refine_config())
+
+    def refine_config(self):
+        """The refinement recipe (``config/refine.yaml``) on the reconstruction's device; the
+        session sets its time budget from ``refine.seconds``."""
+        from ..refine import recipe
+
+        return recipe(device=self.reconstruction_device)
 
     def lidar_beams(self):
         """The ``g3r_ros.lidar_sim.BeamModel`` of ``sim.lidar_preset`` (``ValueError`` naming the parameter)."""
