@@ -539,6 +539,11 @@ def best_validation(log_path) -> float:
     return max((v for v in vals if v is not None), default=float("-inf"))
 
 
+def _frame_range(frames) -> str:
+    """[first, end) → 'first–last' (inclusive, as people count frames)."""
+    return f"{int(frames[0])}–{int(frames[1]) - 1}" if frames else "?"
+
+
 def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1, real_record: dict | None = None,
                      config_path: str | None = None) -> Path:
     """RUN_DIR/MODEL_CARD.md from the config and the training log (regenerated at every checkpoint)."""
@@ -568,6 +573,7 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1, rea
                 + (f" {r.get('val_real_init_psnr', np.nan):.2f} | {r.get('val_real_g3r_psnr', np.nan):.2f} |"
                    if has_real else "") + f" {r.get('val_score', r['val_g3r_psnr']):.2f} |" for r in val]
     cfg_arg = config_path or "config/train_cpu.yaml"
+    best = max((r for r in val if "val_score" in r), key=lambda r: r["val_score"], default=None)
     lines = [
         "# G3R-Net model card",
         "",
@@ -581,9 +587,10 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1, rea
         + (f"; plus {extra_pools}" if extra_pools else "") + f"; validation seeds [{d.synth_val_seeds[0]},"
         f" {d.synth_val_seeds[1]}). Benchmark seeds start at 3000 and were never used.",
         "- Real windows: " + (
-            f"KITTI odometry {real.get('sequence', '?')}, training frames {real.get('train_frames')} (both colour "
-            f"cameras), validation frames {real.get('val_frames')} (left camera); benchmark frames "
-            f"{real.get('benchmark_frames')} never used in training or validation (enforced by "
+            f"KITTI odometry {real.get('sequence', '?')}, training frames {_frame_range(real.get('train_frames'))} "
+            f"(both colour cameras), validation frames {_frame_range(real.get('val_frames'))} (left camera's "
+            "source views; held out: its every 6th keyframe and every right-camera keyframe); benchmark frames "
+            f"{_frame_range(real.get('benchmark_frames'))} never used in training or validation (enforced by "
             "`g3r_ros.real_split`). The LiDAR sees parts of the same street across the split, so the real benchmark "
             "measures transfer to real images and sensors, not to a new street." if has_real else "none."),
         f"- Mix: each iteration draws a real window with probability {d.real_fraction if has_real else 0:.2f};"
@@ -602,7 +609,9 @@ def write_model_card(run_dir, cfg: TrainConfig, device, world_size: int = 1, rea
         f"- Init: {json.dumps(cfg.init)}; network: {json.dumps(cfg.net) if cfg.net else 'config/net.yaml'}.",
         "",
         "## Run",
-        f"- Scene iterations in g3r_net.pt: {shipped} (of {cfg.iterations} configured; {len(rows)} logged).",
+        f"- Scene iterations in g3r_net.pt: {shipped} (of {cfg.iterations} configured; {len(rows)} logged)."
+        + (f" Best validation score at iteration {best['iteration'] + 1} ({best['val_score']:.2f}):"
+           " `g3r_net_best.pt`, the file to ship." if best else ""),
         f"- Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores,"
         f" device {device}, {world_size} process(es), torch {torch.__version__}, {torch.get_num_threads()} threads.",
         f"- Time in training iterations: {train_time / 60:.1f} min (validation excluded); the last"
