@@ -63,4 +63,4 @@ def test_gpu_train_script_dry_run(tmp_path):
         assert (out / f).is_file(), f
     assert not (out / "run").exists()  # checkpoints with optimizer state stay behind
     card = (out / "MODEL_CARD.md").read_text()
-    assert "stand-in" in card and "[14, 37]" in card
+    assert "stand-in" in card and "training frames 14–36" in card
