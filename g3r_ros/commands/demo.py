@@ -165,10 +165,10 @@ def run(args) -> int:
     else:
         LOG.info("[4/4] replaying the bag through the ROS 2 node")
         report["ros"] = stage_ros(out, bag, args.model)
-    from ..report import write_json
+    from ..report import json_safe, write_json
 
     write_json(out / "demo.json", report)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(json_safe(report), indent=2))   # valid JSON: null, never NaN
     print(f"\nDemo outputs in {out.resolve()}: render_cpu.png, synth_bag/ (+ preview), window_summary.json, "
           f"reconstruct/ (map.ply, compare.png, psnr_vs_time.png, metrics.json), ros/")
     return 1 if "failed" in report["ros"] else 0
