@@ -564,7 +564,9 @@ def results_markdown(out_dir, command: str) -> str:
             "",
         ]
         for w in real["windows"]:
-            lines.append(f"![held-out views of {w['name']}](docs/results/compare_{w['name']}.png)")
+            lines.append(f"The held-out views of {w['name']} (G3R, 3DGS and the real images, with error maps) are in "
+                         f"`{Path(out_dir) / ('compare_' + w['name'] + '.png')}`; real KITTI images are not "
+                         "copied into the repository (the dataset's licence; run the command to see them).")
         lines.append("")
     lines += [
         "### Synthetic streets (exact ground truth; seeds from 3000)",
@@ -642,7 +644,8 @@ def update_readme(out_dir, readme, command: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     results = readme.parent / "docs" / "results"
-    for png in [Path(out_dir) / "psnr_vs_time.png", *sorted(Path(out_dir).glob("compare_*.png"))]:
+    # plots and synthetic views only: sheets of real windows hold dataset images and stay in out_dir
+    for png in [Path(out_dir) / "psnr_vs_time.png", *sorted(Path(out_dir).glob("compare_synth*.png"))]:
         with atomic_path(results / png.name) as tmp:
             shutil.copyfile(png, tmp)
     atomic_write_text(readme, text)

@@ -56,7 +56,7 @@ def add_arguments(p):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default="out/bench_sim", help="per-case JSON, the map and the pictures")
     p.add_argument("--figure", default=None, help="also write the simulated-over-real scan picture here "
-                   "(e.g. docs/results/sim_lidar_kitti.png)")
+                   "(it plots real KITTI scans: keep it out of the repository)")
     p.add_argument("--quiet", action="store_true")
 
 
