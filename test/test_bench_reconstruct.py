@@ -58,6 +58,28 @@ def test_benchmark_runs_and_writes_the_readme_section(tmp_path, capsys):
     text = readme.read_text()
     assert "old" not in text and text.endswith("tail\n") and "per image band" in text and "synth-3000" in text
     assert (tmp_path / "docs" / "results" / "psnr_vs_time.png").is_file()
+    assert scene["fingerprint"]["steps"] == 2 and scene["wall_s"] > 0 and summary["reused_windows"] == []
+
+    # --resume: the window measured under the same fingerprint is reused, not measured again
+    args.resume = True
+    assert bench.run(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["reused_windows"] == ["synth-3000"]
+    assert json.loads((tmp_path / "out" / "synth-3000.json").read_text())["measured_at"] == scene["measured_at"]
+    assert "measured by an earlier run" in readme.read_text() and "--resume" in readme.read_text()
+
+
+def test_resume_reuses_only_rows_of_the_same_fingerprint(tmp_path):
+    fp = {"model_sha256": "ab", "steps": 24, "baseline_factor": 10.0, "refine": True, "device": "cpu",
+          "torch_threads": 2, "g3r_ros_version": "0.1.0"}
+    row = tmp_path / "w.json"
+    row.write_text(json.dumps({"fingerprint": fp, "g3r": {}}))
+    assert bench.reusable_row(row, fp) == {"fingerprint": fp, "g3r": {}}
+    assert bench.reusable_row(row, {**fp, "steps": 12}) is None
+    assert bench.reusable_row(row, {**fp, "model_sha256": "cd"}) is None
+    row.write_text('{"fingerprint": ')  # cut short by a crash
+    assert bench.reusable_row(row, fp) is None
+    assert bench.reusable_row(tmp_path / "missing.json", fp) is None
 
 
 def test_benchmark_refuses_seeds_the_model_trained_on(tmp_path):

@@ -54,7 +54,32 @@ def add_arguments(p):
     p.add_argument("--readme", default=None, help="update this README's results section (between the "
                    "'bench:reconstruct' markers) and copy the plots to docs/results/")
     p.add_argument("--no-refine", action="store_true", help="leave out G3R + refine (halves the run time)")
+    p.add_argument("--resume", action="store_true", help="reuse the per-window JSONs already in --out that were "
+                   "measured with the same model file, steps, budget factor, refinement, device and threads "
+                   "(a long run that stopped goes on where it stopped)")
     p.add_argument("--quiet", action="store_true")
+
+
+def run_fingerprint(args, device) -> dict:
+    """What a per-window result depends on besides the window: reused only when all of it matches."""
+    import hashlib
+
+    from .. import __version__
+    from ..model import default_model_path
+
+    digest = hashlib.sha256(Path(args.model or default_model_path()).read_bytes()).hexdigest()
+    return {"model_sha256": digest, "steps": args.steps, "baseline_factor": args.baseline_factor,
+            "refine": not getattr(args, "no_refine", False), "device": device.type,
+            "torch_threads": torch.get_num_threads(), "g3r_ros_version": __version__}
+
+
+def reusable_row(path: Path, fingerprint: dict) -> dict | None:
+    """The per-window result at ``path`` when it was measured under ``fingerprint`` (else None)."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and row.get("fingerprint") == fingerprint else None
 
 
 def _time_to_reach(curve_t, curve_p, target) -> float | None:
@@ -334,29 +359,51 @@ def run(args) -> int:
     t_start = time.perf_counter()
     common = dict(model=model, steps=args.steps, device=device, baseline_factor=args.baseline_factor,
                   progress=not args.quiet, out_dir=out, refine=not getattr(args, "no_refine", False))
+    fingerprint = run_fingerprint(args, device)
+    reused = []
+
+    def measured(name, measure):
+        """The window's result: reused from ``out`` (--resume, same fingerprint) or measured now."""
+        path = out / f"{name}.json"
+        row = reusable_row(path, fingerprint) if getattr(args, "resume", False) else None
+        if row is not None:
+            LOG.info("%s: reusing %s (measured %s)", name, path, row.get("measured_at", "?"))
+            reused.append(name)
+            return row
+        t0 = time.perf_counter()
+        row = measure()
+        row.update(fingerprint=fingerprint, wall_s=time.perf_counter() - t0,
+                   measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json(path, row)
+        return row
+
     scenes = []
     jobs = [(seed, tcfg.data.synth, wcfg, init_cfg, f"synth-{seed}") for seed in seeds]
     if rig:
         rig_init = from_dict(InitConfig, {**tcfg.init, "max_points": 40000}, where="init")
         jobs.append((rig[0], RIG_SYNTH, wcfg, rig_init, f"synth-rig-{rig[0]}"))
     for seed, synth, wc, icfg, name in jobs:
-        bag = synth_bag(seed, tcfg.data, synth)
-        window = window_from_bag(bag, wc)
-        window.name = name
-        LOG.info("benchmark scene %s: %s", window.name, window.summary())
-        r = bench_window(window, synth_scene=scene_from_bag(bag), init_cfg=icfg, **common)
-        r["seed"], r["rig"] = seed, synth is RIG_SYNTH
-        scenes.append(r)
-        write_json(out / f"{window.name}.json", r)
+        def measure_synth(seed=seed, synth=synth, wc=wc, icfg=icfg, name=name):
+            bag = synth_bag(seed, tcfg.data, synth)
+            window = window_from_bag(bag, wc)
+            window.name = name
+            LOG.info("benchmark scene %s: %s", window.name, window.summary())
+            r = bench_window(window, synth_scene=scene_from_bag(bag), init_cfg=icfg, **common)
+            r["seed"], r["rig"] = seed, synth is RIG_SYNTH
+            return r
+
+        scenes.append(measured(name, measure_synth))
     real = []
     if real_window is not None:
         window, stereo = real_window
-        LOG.info("benchmark real window %s: %s (+ %d right-camera views at the source stamps)", window.name,
-                 window.summary(), len(stereo))
-        r = bench_window(window, synth_scene=None, init_cfg=from_dict(InitConfig, {}, where="init"),
-                         stereo_views=stereo, compare_png=out / f"compare_{window.name}.png", **common)
-        real.append(r)
-        write_json(out / f"{window.name}.json", r)
+
+        def measure_real():
+            LOG.info("benchmark real window %s: %s (+ %d right-camera views at the source stamps)", window.name,
+                     window.summary(), len(stereo))
+            return bench_window(window, synth_scene=None, init_cfg=from_dict(InitConfig, {}, where="init"),
+                                stereo_views=stereo, compare_png=out / f"compare_{window.name}.png", **common)
+
+        real.append(measured(window.name, measure_real))
 
     summary = {
         "benchmark": "reconstruct",
@@ -374,6 +421,9 @@ def run(args) -> int:
         "real": _real_block(real, record) if real else None,
         "anytime": _anytime_block(scenes, real),
         "wall_time_s": time.perf_counter() - t_start,
+        "windows_wall_time_s": sum(r.get("wall_s", 0.0) for r in scenes + real),
+        "reused_windows": reused,
+        "fingerprint": fingerprint,
         "out": str(out),
     }
     m = summary["mean"]
@@ -478,11 +528,26 @@ START, END = "<!-- bench:reconstruct:start -->", "<!-- bench:reconstruct:end -->
 
 def _command_line(args) -> str:
     parts = ["g3r bench reconstruct", f"--scenes {args.scenes}", f"--device {args.device}", f"--out {args.out}"]
+    if args.rig_seed != RIG_SEED:
+        parts.append(f"--rig-seed {args.rig_seed}")
     if args.kitti != "auto":
         parts.append(f"--kitti {args.kitti}")
+    if getattr(args, "no_refine", False):
+        parts.append("--no-refine")
+    if getattr(args, "resume", False):
+        parts.append("--resume")
     if args.readme:
         parts.append(f"--readme {args.readme}")
     return " ".join(parts)
+
+
+def _run_minutes(summary) -> str:
+    """How long the measurement took, naming the windows reused from an earlier run (--resume)."""
+    total = summary.get("windows_wall_time_s") or summary["wall_time_s"]
+    text = f"{total / 60:.1f} min of measurement"
+    if summary.get("reused_windows"):
+        text += " (" + ", ".join(summary["reused_windows"]) + " measured by an earlier run of the same command)"
+    return text
 
 
 def _fmt(v, nd=2):
@@ -537,7 +602,7 @@ def results_markdown(out_dir, command: str) -> str:
     lines = [
         START,
         f"Generated by `{command}` on {summary['device']} ({summary['torch_threads']} threads) in "
-        f"{summary['wall_time_s'] / 60:.1f} min. Held-out PSNR in dB on windows never used in training. The "
+        f"{_run_minutes(summary)}. Held-out PSNR in dB on windows never used in training. The "
         "baseline is per-scene 3DGS from the same LiDAR init on the same views, run for 10x G3R's wall time; its "
         "PSNR is the best it reached so far (oracle early stopping in its favour).",
         "",
