@@ -447,6 +447,17 @@ def test_time_budget_and_eval_time_excluded(scene):
     assert res.eval_time_s >= 0.05 * n_eval and wall >= res.train_time_s + 0.05 * n_eval
 
 
+def test_fill_budget_goes_on_past_iters_at_the_final_schedule(scene):
+    window, _, init = scene
+    cfg = _short_cfg(densify_until_iter=3)
+    res = optimize_3dgs(window, init, cfg, iters=3, time_budget_s=0.3, progress=False, fill_budget=True)
+    assert res.stop_reason == "time_budget" and res.iterations_run > 3
+    assert res.log[-1]["iter"] == res.iterations_run and res.train_time_s >= 0.3
+    assert not [e for e in res.densify_events if e["iter"] > 3]  # no densification or reset past the schedule
+    plain = optimize_3dgs(window, init, cfg, iters=3, time_budget_s=0.3, progress=False)
+    assert plain.stop_reason == "iters" and plain.iterations_run == 3
+
+
 def test_bad_input(scene):
     window, _, init = scene
     with pytest.raises(ValueError, match="no keyframes"):

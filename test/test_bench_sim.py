@@ -23,7 +23,8 @@ def test_bench_sim_prints_the_headline_figures(tmp_path, capsys):
     ply = write_ply(tmp_path / "map.ply", plane_scene(spacing=0.5, extent=20.0))  # a stand-in map: the pipeline
     args = argparse.Namespace(kitti="auto", kitti_frames="0:12", map=str(ply), model=str(tiny_model(tmp_path / "m.pt")),
                               synth_seeds="3000", config=str(cfg), speed_poses=2, device="cpu",
-                              out=str(tmp_path / "out"), figure=str(tmp_path / "fig.png"), quiet=True)
+                              out=str(tmp_path / "out"), figure=str(tmp_path / "fig.png"),
+                              synth_figure=str(tmp_path / "synth.png"), quiet=True)
     assert bench.run(args) == 0
     s = json.loads(capsys.readouterr().out)
     for key in ("real.lidar_median_abs_error_m", "real.lidar_within_0_5m", "real.depth_median_rel_error",
@@ -44,6 +45,7 @@ def test_bench_sim_prints_the_headline_figures(tmp_path, capsys):
     assert syn["seed"] == 3000 and syn["beams"] == "synth" and syn["lidar"] and syn["depth"]
     assert syn["lidar"][0]["ghost_rate"] is not None
     assert (tmp_path / "fig.png").is_file() and (tmp_path / "out" / "sim_lidar_kitti.png").is_file()
+    assert (tmp_path / "synth.png").is_file()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["camera_hz_306x92"] == s["camera_hz_306x92"]
 
 

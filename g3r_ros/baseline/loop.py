@@ -9,6 +9,7 @@ log gives an honest PSNR-vs-time curve to compare with G3R.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -207,14 +208,17 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
                   iters: int, device="cpu", time_budget_s: float | None = None, eval_every: int | None = None,
                   eval_every_s: float | None = None, eval_fn: Callable[[GaussianParams], dict] | None = None,
                   progress: bool = True, seed: int = 0, log_every: int = 1, backend: str = "auto",
-                  render_fn: RenderFn | None = None) -> BaselineResult:
+                  render_fn: RenderFn | None = None, fill_budget: bool = False) -> BaselineResult:
     """Optimize ``init`` on the window's source views with the graphdeco 3DGS recipe.
 
     window: source keyframes (``held_out`` False) give images (H,W,3) uint8 and cameras.
     init: Gaussians in the world frame; never modified (copied to ``device``).
     config: a :class:`Baseline3DGSConfig`, a mapping of its fields, or None (defaults); its
     schedule is resolved for ``iters`` (``schedule_scale``). time_budget_s: stop once the
-    training wall time (evaluation excluded) reaches it. eval_fn(params) -> dict of numbers
+    training wall time (evaluation excluded) reaches it; with ``fill_budget`` the run does not
+    stop after ``iters`` but goes on at the schedule's final values (final position LR, no
+    densification or opacity reset) until the budget is spent, so an underestimated iteration
+    count never leaves budget unused. eval_fn(params) -> dict of numbers
     is called on the init, every ``eval_every`` iterations and/or ``eval_every_s`` training
     seconds (neither given: every ``iters // 20``), and at the end; its results join that
     iteration's log entry. log_every: one entry per this many iterations (plus evaluation,
@@ -281,7 +285,10 @@ def optimize_3dgs(window: SceneWindow, init: GaussianParams, config: Baseline3DG
     it = 0
     bar = tqdm(total=iters, desc="3DGS baseline", disable=not progress, leave=False)
     try:
-        for it in range(1, iters + 1):
+        for it in itertools.count(1):
+            if it > iters and not (fill_budget and time_budget_s is not None):
+                it -= 1
+                break
             if time_budget_s is not None and train_time >= time_budget_s:
                 stop_reason = "time_budget"
                 it -= 1

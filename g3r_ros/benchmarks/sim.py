@@ -57,6 +57,8 @@ def add_arguments(p):
     p.add_argument("--out", default="out/bench_sim", help="per-case JSON, the map and the pictures")
     p.add_argument("--figure", default=None, help="also write the simulated-over-real scan picture here "
                    "(it plots real KITTI scans: keep it out of the repository)")
+    p.add_argument("--synth-figure", default=None, help="also write the simulated-over-exact scan picture of the "
+                   "first synthetic seed here (synthetic data only: fine to commit)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -218,7 +220,8 @@ def _real_block(args, out: Path, device, model) -> tuple[dict | None, dict | Non
 # ---------------------------------------------------------------------------------------
 # Synthetic scenes (exact truth)
 # ---------------------------------------------------------------------------------------
-def _synth_block(args, model, device) -> list[dict]:
+def _synth_block(args, model, device, figure=None) -> list[dict]:
+    """Fidelity on held-out synthetic seeds; ``figure``: path of the first seed's scan picture."""
     from ..config import config_path, from_dict
     from ..depth import render_rgbd
     from ..geometry import transform_points
@@ -257,7 +260,11 @@ def _synth_block(args, model, device) -> list[dict]:
             T = scene.lidar_pose(kf.stamp)
             truth = lidar_scan(scene, kf.stamp, frame)
             res = _lidar_case(smap, T, truth.points, beams, 0)
-            res.pop("scan")
+            scan = res.pop("scan")
+            if figure and seed == seeds[0] and not lidar:
+                scan_picture(truth.points, scan, res["_"], figure, truth_label="exact synthetic scan",
+                             title=f"g3r synth seed {seed} (held out), keyframe {kf.index}: simulated {beams.name} "
+                                   "scan from the G3R map over the generator's exact scan")
             lidar.append({"keyframe": kf.index, **_clean(res)})
             view = render_rgbd(smap, [kf.camera])[0]
             d = compare_depth(view.depth, kf.camera, transform_points(T, truth.points.astype(np.float64)))
@@ -351,10 +358,12 @@ def _speed_block(ctx, n_poses: int) -> dict:
 # ---------------------------------------------------------------------------------------
 # The picture
 # ---------------------------------------------------------------------------------------
-def scan_picture(real_points: np.ndarray, scan, compared: dict, path, title: str) -> Path:
-    """Left: bird's-eye view of a simulated scan (red) over the real one (black), sensor frame.
-    Right: simulated against real range along every real return (``compared``: the ``"_"`` of
-    :func:`~g3r_ros.sim_fidelity.compare_scan`), as a 2-D histogram."""
+def scan_picture(real_points: np.ndarray, scan, compared: dict, path, title: str,
+                 truth_label: str = "real HDL-64E scan") -> Path:
+    """Left: bird's-eye view of a simulated scan (red) over the reference one (black: the real scan,
+    or the generator's exact one), sensor frame. Right: simulated against reference range along every
+    reference return (``compared``: the ``"_"`` of :func:`~g3r_ros.sim_fidelity.compare_scan`), as a
+    2-D histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,7 +374,7 @@ def scan_picture(real_points: np.ndarray, scan, compared: dict, path, title: str
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
-    for pts, colour, label, alpha in ((real_points, "k", "real HDL-64E scan", 0.8),
+    for pts, colour, label, alpha in ((real_points, "k", truth_label, 0.8),
                                       (scan.points, "tab:red", "simulated from the G3R map", 0.35)):
         keep = (pts[:, 0] > -10) & (pts[:, 0] < 40) & (np.abs(pts[:, 1]) < 20)
         ax.scatter(pts[keep, 0], pts[keep, 1], s=0.25, c=colour, alpha=alpha, linewidths=0, label=label,
@@ -381,9 +390,10 @@ def scan_picture(real_points: np.ndarray, scan, compared: dict, path, title: str
     lim = 60.0
     ax.hist2d(real_r[hit], sim_r[hit], bins=120, range=[[0, lim], [0, lim]], norm=LogNorm(), cmap="magma_r")
     ax.plot([0, lim], [0, lim], "c-", lw=0.8)
-    ax.set_xlabel("real range [m]")
+    ref = truth_label.split()[0]
+    ax.set_xlabel(f"{ref} range [m]")
     ax.set_ylabel("simulated range along the same ray [m]")
-    ax.set_title(f"per real return ({hit.sum()} with a simulated return, {(~hit).sum()} dropped)", fontsize=9)
+    ax.set_title(f"per {ref} return ({hit.sum()} with a simulated return, {(~hit).sum()} dropped)", fontsize=9)
     ax.set_aspect("equal")
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
@@ -403,7 +413,7 @@ def run(args) -> int:
     model = load_model(args.model, device=device).eval()
     t_start = time.perf_counter()
     real, ctx = _real_block(args, out, device, model)
-    synth = _synth_block(args, model, device)
+    synth = _synth_block(args, model, device, figure=getattr(args, "synth_figure", None))
     speed = _speed_block(ctx, args.speed_poses) if ctx is not None else {}
     if ctx is not None and ctx["pictures"]:
         f, real_pts, scan, compared = ctx["pictures"][0]

@@ -45,8 +45,8 @@ DROP_LOG_ALPHA = {torch.float64: -700.0}
 DROP_LOG_ALPHA_DEFAULT = -80.0
 LOG_ALPHA_MIN = math.log(ALPHA_MIN)
 LOG_ALPHA_MAX = math.log(ALPHA_MAX)
-# Gaussians per block along K (early exit granularity).
-K_BLOCK = 64
+# Gaussians per block along K (early exit granularity; see TILE_SIZE in torch_backend).
+K_BLOCK = 256
 
 
 def tile_monomials(tile_size: int, dtype=torch.float32, device=None) -> torch.Tensor:
