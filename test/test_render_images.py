@@ -86,8 +86,23 @@ def test_chunking_tiling_and_blocks_do_not_change_the_image():
     pixel sitting at the threshold, worth at most ~1e-4 * colour), so compare with the reference."""
     g, cams = make_scene(800, 64, 40, seed=6, n_cams=2, dtype=torch.float32)
     ref = reference_render(g, cams)
-    for kw in ({}, {"chunk_elements": 64 * 8}, {"tile_size": 16}, {"k_block": 3}):
+    for kw in ({}, {"chunk_elements": 64 * 8}, {"tile_size": 16}, {"tile_size": 8, "k_block": 64}, {"k_block": 3}):
         _compare(render_torch(g, cams, None, **kw), ref)
+
+
+def test_rasterizer_knobs_set_the_defaults_and_restore_them():
+    from g3r_ros.render import torch_backend as tb
+
+    g, cams = make_scene(300, 40, 24, seed=3, dtype=torch.float32)
+    ref = reference_render(g, cams)
+    before = (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS)
+    with tb.rasterizer_knobs(tile_size=8, k_block=64, chunk_elements=1 << 22):
+        assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == (8, 64, 1 << 22)
+        _compare(render(g, cams, backend="torch"), ref)
+    assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == before
+    with pytest.raises(RuntimeError), tb.rasterizer_knobs(tile_size=16):
+        raise RuntimeError("restored on errors too")
+    assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == before
 
 
 def test_no_depth_and_single_gaussian():

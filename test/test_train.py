@@ -139,3 +139,23 @@ def test_step_reuses_its_renders_for_the_next_lifted_gradient(tmp_path, cache):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
     *_, none = tr.step_module(scene, g0, 2, 3, 0.1, src, tgt, lift_next=False)
     assert none is None
+
+
+def test_bench_train_times_both_trainers_side_by_side(tmp_path, cache, capsys):
+    """``g3r bench train``: the earlier trainer (scatter convolutions, separate lifting render, earlier
+    rasterizer knobs) and the current one on the same scene iteration; the knobs are restored."""
+    import argparse
+    import json
+
+    from g3r_ros.benchmarks import train as bench
+    from g3r_ros.render import torch_backend as tb
+
+    knobs = (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS)
+    args = argparse.Namespace(config=str(tiny_config(tmp_path, cache)), iterations=1, first=0, steps=None,
+                              out=str(tmp_path / "bench.json"))
+    assert bench.run(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["baseline_s_per_iteration"] > 0 and out["current_s_per_iteration"] > 0
+    assert out["speedup"] == pytest.approx(out["baseline_s_per_iteration"] / out["current_s_per_iteration"])
+    assert json.loads((tmp_path / "bench.json").read_text())["iterations"] == out["iterations"]
+    assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == knobs

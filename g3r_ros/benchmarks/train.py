@@ -4,9 +4,11 @@ Both trainers run the same scene iterations (same windows, sub-windows, step cou
 initial weights) in one process, alternating, so that machine load affects both alike:
 
 - ``baseline``: the earlier trainer: a separate rendering pass lifts each step's gradient,
-  and the sparse convolutions scatter per kernel offset (``index_add_``);
+  the sparse convolutions scatter per kernel offset (``index_add_``), and the CPU rasterizer
+  runs with its earlier knobs (8x8 tiles, 64-Gaussian blocks, 4M-element chunks);
 - ``current``: the source renders of each training step also give the next step's gradient,
-  and the sparse convolutions are one gather + one matmul (``g3r_ros.sparse.conv``).
+  the sparse convolutions are one gather + one matmul (``g3r_ros.sparse.conv``), and the
+  rasterizer runs with its current defaults.
 
 Prints JSON: per-iteration seconds for both, the mean ratio ``speedup`` (baseline / current)
 and scene iterations per hour.
@@ -20,6 +22,7 @@ import json
 import numpy as np
 import torch
 
+EARLIER_RASTERIZER = {"tile_size": 8, "k_block": 64, "chunk_elements": 1 << 22}
 HELP = "seconds per training scene iteration: current trainer vs the earlier one, side by side (JSON)"
 
 
@@ -33,6 +36,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..config import config_path
+    from ..render.torch_backend import rasterizer_knobs
     from ..report import write_json
     from ..sparse.conv import conv_algorithm
     from ..train import Trainer, load_train_config
@@ -55,7 +59,8 @@ def run(args) -> int:
             for name in ("baseline", "current"):
                 trainer.model.load_state_dict(start_model)
                 trainer.optimizer.load_state_dict(start_opt)
-                with conv_algorithm("scatter" if name == "baseline" else "table"):
+                knobs = EARLIER_RASTERIZER if name == "baseline" else {}
+                with conv_algorithm("scatter" if name == "baseline" else "table"), rasterizer_knobs(**knobs):
                     e = trainer.train_iteration(it, reuse_renders=name == "current")
                 row[name] = e["time_s"]
                 row.update({k: e[k] for k in ("window", "real", "steps", "views", "image", "points")})

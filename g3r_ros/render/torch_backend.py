@@ -7,6 +7,8 @@ backward (``composite``) → tiles scattered back into images, background and "E
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +25,21 @@ from .types import GaussianParams, RenderOutput
 TILE_SIZE = 4
 # Work elements (tiles x pixels x K) per compositing chunk; bounds the transient memory.
 CHUNK_ELEMENTS = 1 << 20
+
+
+@contextlib.contextmanager
+def rasterizer_knobs(tile_size: int | None = None, k_block: int | None = None, chunk_elements: int | None = None):
+    """Temporarily change the defaults of :func:`render_torch`'s performance knobs (for side-by-side
+    benchmarks of earlier settings); None keeps a knob as it is."""
+    global TILE_SIZE, K_BLOCK, CHUNK_ELEMENTS
+    saved = TILE_SIZE, K_BLOCK, CHUNK_ELEMENTS
+    TILE_SIZE = tile_size or TILE_SIZE
+    K_BLOCK = k_block or K_BLOCK
+    CHUNK_ELEMENTS = chunk_elements or CHUNK_ELEMENTS
+    try:
+        yield
+    finally:
+        TILE_SIZE, K_BLOCK, CHUNK_ELEMENTS = saved
 
 
 def project(gaussians: GaussianParams, cameras: CameraBatch) -> Projection:
@@ -48,7 +65,7 @@ def _entry_table(gaussians: GaussianParams, proj: Projection, entries: torch.Ten
 
 
 def render_torch(gaussians: GaussianParams, cameras: CameraBatch, background: torch.Tensor | None,
-                 render_depth: bool = True, tile_size: int = TILE_SIZE,
+                 render_depth: bool = True, tile_size: int | None = None,
                  chunk_elements: int | None = None, k_block: int | None = None) -> RenderOutput:
     """Render with the torch backend. Inputs are assumed validated (see ``render``).
 
@@ -58,6 +75,7 @@ def render_torch(gaussians: GaussianParams, cameras: CameraBatch, background: to
     Returns rgb (C,H,W,3), alpha (C,H,W,1), depth (C,H,W,1) or None, means2d (C,N,2) and radii (C,N) int32.
     """
     C, H, W = len(cameras), cameras.height, cameras.width
+    tile_size = TILE_SIZE if tile_size is None else tile_size
     chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
     k_block = K_BLOCK if k_block is None else k_block
     dtype, dev = gaussians.means.dtype, gaussians.means.device
