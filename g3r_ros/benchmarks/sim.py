@@ -250,7 +250,8 @@ def _synth_block(args, model, device, figure=None) -> list[dict]:
         window = window_from_bag(bag, wcfg)
         window.name = f"synth-{seed}"
         scene = scene_from_bag(bag)
-        scene.lidar = dataclasses.replace(scene.lidar, noise_m=0.0)  # the exact scan
+        # the exact scan: no range noise, no per-beam calibration bias
+        scene.lidar = dataclasses.replace(scene.lidar, noise_m=0.0, beam_bias=np.zeros_like(scene.lidar.beam_bias))
         beams = synthetic_beams(scene.config)
         result, _, recon_s = _reconstruct(window, model, init_cfg, ReconstructConfig(device=str(device)), device)
         lidar, depth = [], []
