@@ -173,7 +173,8 @@ def read_png_rgb(path) -> np.ndarray:
 
 
 def parse_kitti_timestamp(text: str) -> float:
-    """``2011-09-26 13:02:25.964389445`` (UTC) → float seconds since the epoch."""
+    """``YYYY-MM-DD hh:mm:ss.fffffffff`` (UTC, e.g. ``2020-05-04 10:00:00.104500000``) → float seconds
+    since the epoch."""
     text = text.strip()
     base, _, frac = text.partition(".")
     try:

@@ -214,18 +214,21 @@ def test_odometry_stride_and_cli(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 # Raw drive layout (synthetic: no raw drive ships with the project)
 # ---------------------------------------------------------------------------------------
-RAW_STAMPS = ["2011-09-26 13:02:25.964389445", "2011-09-26 13:02:26.068877091", "2011-09-26 13:02:26.173236400"]
-LAT0, LON0, ALT0 = 49.015003, 8.434131, 116.4
+# Every value below is invented for the test (layout and conventions of the KITTI raw devkit,
+# not any real drive's calibration, GPS or clock).
+RAW_STAMPS = ["2020-05-04 10:00:00.000000000", "2020-05-04 10:00:00.104500000", "2020-05-04 10:00:00.208250000"]
+LAT0, LON0, ALT0 = 47.5, 10.25, 300.0
 # desired motion (metres east / north / up, heading yaw, roll, pitch) per frame
 MOTION = [(0.0, 0.0, 0.0, 0.3, 0.0, 0.0), (1.2, 0.5, 0.05, 0.35, 0.01, -0.02), (2.3, 1.1, 0.02, 0.45, -0.02, 0.03)]
-P_RECT_02 = np.array([[721.5377, 0, 609.5593, 44.85728], [0, 721.5377, 172.854, 0.2163791], [0, 0, 1, 0.002745884]])
-P_RECT_03 = np.array([[721.5377, 0, 609.5593, -339.5242], [0, 721.5377, 172.854, 2.199936], [0, 0, 1, 0.002729905]])
+FX, CX, CY = 700.0, 615.0, 180.0
+P_RECT_02 = np.array([[FX, 0, CX, 0.06 * FX], [0, FX, CY, 0.3], [0, 0, 1, 0.003]])  # 6 cm beside cam 0
+P_RECT_03 = np.array([[FX, 0, CX, -0.48 * FX], [0, FX, CY, 2.0], [0, 0, 1, 0.0025]])  # 48 cm the other way
 R_RECT_00 = te.euler2mat(0.004, -0.01, 0.002)
-R_VELO_CAM = np.array([[7.533745e-03, -9.999714e-01, -6.166020e-04], [1.480249e-02, 7.280733e-04, -9.998902e-01],
-                       [9.998621e-01, 7.523790e-03, 1.480755e-02]])
-T_VELO_CAM = np.array([-4.069766e-03, -7.631618e-02, -2.717806e-01])
+# velodyne (x fwd, y left, z up) -> camera (x right, y down, z fwd), then a small misalignment
+R_VELO_CAM = te.euler2mat(0.012, -0.008, 0.006) @ np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+T_VELO_CAM = np.array([-0.005, -0.07, -0.28])
 R_IMU_VELO = te.euler2mat(0.01, -0.02, 0.015)
-T_IMU_VELO = np.array([-0.8086759, 0.3195559, -0.7997231])
+T_IMU_VELO = np.array([-0.8, 0.3, -0.75])
 WORLD_POINTS = np.array([[12.0, 1.0, 0.5], [20.0, -2.0, 1.5], [9.0, 3.0, -0.2]])  # in map (= imu frame 0)
 
 
@@ -256,21 +259,21 @@ def _oxts_records():
 
 
 def _write_raw_drive(root: Path) -> Path:
-    date = root / "2011_09_26"
-    drive = date / "2011_09_26_drive_0001_sync"
+    date = root / "2020_05_04"
+    drive = date / "2020_05_04_drive_0001_sync"
     def fmt(a):
         return " ".join(f"{v:.12e}" for v in np.asarray(a).reshape(-1))
 
     date.mkdir(parents=True)
     (date / "calib_cam_to_cam.txt").write_text(
-        "calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"
+        "calib_time: 01-May-2020 09:00:00\ncorner_dist: 1.000000e-01\n"
         f"R_rect_00: {fmt(R_RECT_00)}\nP_rect_00: {fmt(np.c_[P_RECT_02[:, :3], np.zeros(3)])}\n"
         f"P_rect_02: {fmt(P_RECT_02)}\nP_rect_03: {fmt(P_RECT_03)}\nS_rect_02: 1.242000e+03 3.750000e+02\n")
     (date / "calib_velo_to_cam.txt").write_text(
-        f"calib_time: 15-Mar-2012 11:37:16\nR: {fmt(R_VELO_CAM)}\nT: {fmt(T_VELO_CAM)}\n"
+        f"calib_time: 01-May-2020 09:10:00\nR: {fmt(R_VELO_CAM)}\nT: {fmt(T_VELO_CAM)}\n"
         "delta_f: 0.000000e+00 0.000000e+00\ndelta_c: 0.000000e+00 0.000000e+00\n")
     (date / "calib_imu_to_velo.txt").write_text(
-        f"calib_time: 25-May-2012 16:47:16\nR: {fmt(R_IMU_VELO)}\nT: {fmt(T_IMU_VELO)}\n")
+        f"calib_time: 01-May-2020 09:20:00\nR: {fmt(R_IMU_VELO)}\nT: {fmt(T_IMU_VELO)}\n")
     T_velo_imu = _rigid(R_IMU_VELO, T_IMU_VELO)
     for sub in ("image_02", "image_03", "velodyne_points", "oxts"):
         (drive / sub / "data").mkdir(parents=True)
@@ -300,7 +303,8 @@ def test_mercator_and_oxts_poses_match_devkit():
     for got, want in zip(poses, _expected_T_map_imu()):
         np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(kitti.oxts_rotation(0.1, -0.2, 0.3), te.euler2mat(0.1, -0.2, 0.3, "sxyz"))
-    assert kitti.parse_kitti_timestamp(RAW_STAMPS[0]) == pytest.approx(1317042145.964389445, abs=1e-6)
+    assert kitti.parse_kitti_timestamp(RAW_STAMPS[0]) == pytest.approx(1588586400.0, abs=1e-6)
+    assert kitti.parse_kitti_timestamp(RAW_STAMPS[1]) == pytest.approx(1588586400.1045, abs=1e-6)
 
 
 def test_raw_bag_topics_stamps_and_poses(raw_bag):

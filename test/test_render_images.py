@@ -96,8 +96,8 @@ def test_rasterizer_knobs_set_the_defaults_and_restore_them():
     g, cams = make_scene(300, 40, 24, seed=3, dtype=torch.float32)
     ref = reference_render(g, cams)
     before = (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS)
-    with tb.rasterizer_knobs(tile_size=8, k_block=64, chunk_elements=1 << 22):
-        assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == (8, 64, 1 << 22)
+    with tb.rasterizer_knobs(**tb.PREVIOUS_KNOBS):
+        assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == (8, 64, 1 << 22) != before
         _compare(render(g, cams, backend="torch"), ref)
     assert (tb.TILE_SIZE, tb.K_BLOCK, tb.CHUNK_ELEMENTS) == before
     with pytest.raises(RuntimeError), tb.rasterizer_knobs(tile_size=16):

@@ -22,7 +22,6 @@ import json
 import numpy as np
 import torch
 
-EARLIER_RASTERIZER = {"tile_size": 8, "k_block": 64, "chunk_elements": 1 << 22}
 HELP = "seconds per training scene iteration: current trainer vs the earlier one, side by side (JSON)"
 
 
@@ -36,7 +35,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..config import config_path
-    from ..render.torch_backend import rasterizer_knobs
+    from ..render.torch_backend import PREVIOUS_KNOBS, rasterizer_knobs
     from ..report import write_json
     from ..sparse.conv import conv_algorithm
     from ..train import Trainer, load_train_config
@@ -59,7 +58,7 @@ def run(args) -> int:
             for name in ("baseline", "current"):
                 trainer.model.load_state_dict(start_model)
                 trainer.optimizer.load_state_dict(start_opt)
-                knobs = EARLIER_RASTERIZER if name == "baseline" else {}
+                knobs = PREVIOUS_KNOBS if name == "baseline" else {}
                 with conv_algorithm("scatter" if name == "baseline" else "table"), rasterizer_knobs(**knobs):
                     e = trainer.train_iteration(it, reuse_renders=name == "current")
                 row[name] = e["time_s"]

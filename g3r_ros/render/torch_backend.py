@@ -18,13 +18,15 @@ from .composite import K_BLOCK, LOG_ALPHA_MAX, composite_tiles, tile_monomials
 from .projection import Projection, project_gaussians, quat_scale_to_covar6
 from .types import GaussianParams, RenderOutput
 
-# 4x4 tiles, 256-Gaussian blocks and 1M-element chunks: the fastest of the settings timed on
-# G3R steps over a held-out synthetic street (CPU, 2 threads): 4 steps 4.5-5.2 s against 7.0-8.8 s
-# with the earlier 8x8 / 64 / 4M (small tiles waste fewer pixel evaluations on small footprints;
-# long blocks mean fewer, larger tensor ops per tile). See docs/RENDERER.md.
+# 4x4 tiles, 256-Gaussian blocks and 1M-element chunks, timed on G3R steps over a held-out
+# synthetic street (CPU, 2 threads; tools/raster_knob_sweep.py): 4 steps 4.33 s against 6.60 s
+# with the earlier 8x8 / 64 / 4M (PREVIOUS_KNOBS). Small tiles waste fewer pixel evaluations on
+# small footprints; long blocks mean fewer, larger tensor ops per tile. See docs/RENDERER.md.
 TILE_SIZE = 4
 # Work elements (tiles x pixels x K) per compositing chunk; bounds the transient memory.
 CHUNK_ELEMENTS = 1 << 20
+# The defaults before they were timed on G3R steps (g3r bench train's earlier trainer uses them).
+PREVIOUS_KNOBS = {"tile_size": 8, "k_block": 64, "chunk_elements": 1 << 22}
 
 
 @contextlib.contextmanager
